@@ -1,0 +1,24 @@
+//! Pulls OCI/Docker images from any registry speaking the distribution API,
+//! keeps a content-addressed blob and unpacked-layer cache shared by all groups,
+//! assembles an overlayfs rootfs per container, and garbage-collects unused images.
+//!
+//! On-disk layout under the store root:
+//! - `blobs/sha256/<hex>`: verified blobs (manifests, configs, compressed layers);
+//! - `layers/<16 hex>/`: unpacked layers, used directly as overlay lower dirs;
+//! - `images/<sha256(reference)>.json`: one small record per pulled reference,
+//!   so [`ImageStore::lookup`] is a single file read.
+
+mod error;
+pub mod layer_path;
+pub mod manifest;
+pub mod reference;
+mod store;
+mod sys;
+pub mod unpack;
+
+pub use error::ImageError;
+pub use manifest::ImageConfig;
+pub use reference::{normalize_reference, parse_reference, ParsedReference};
+pub use store::{
+    GcReport, ImageStore, ImageStoreConfig, PullProgress, RegistryAuth, ResolvedImage,
+};

@@ -1,0 +1,328 @@
+//! Rendering of OCI runtime bundles (`config.json`). Pure: no I/O except
+//! [`write_bundle`].
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::plan::{ContainerPlan, GroupPlan};
+
+/// Host facts the renderer needs (kept out of the plan so rendering stays pure).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BundleContext {
+    /// The caller's hard `RLIMIT_NOFILE`; OCI rlimits above it fail with EPERM.
+    pub nofile_hard: u64,
+    /// Whether `memory.memsw.*` exists (then swap is limited to the memory limit).
+    pub memsw: bool,
+}
+
+impl BundleContext {
+    /// Facts of the current host/process.
+    pub fn detect() -> BundleContext {
+        BundleContext {
+            nofile_hard: crate::sys::nofile_hard_limit(),
+            memsw: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists(),
+        }
+    }
+}
+
+/// The conventional docker/podman default capability set.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Nofile limit actually given to a container: the plan's value, never above the hard limit.
+pub fn clamp_nofile(requested: u64, hard: u64) -> u64 {
+    requested.min(hard).max(1)
+}
+
+/// Render the `config.json` of `container`.
+pub fn render_config(plan: &GroupPlan, container: &ContainerPlan, ctx: &BundleContext) -> Value {
+    let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
+    let nofile = clamp_nofile(plan.rlimit_nofile, ctx.nofile_hard);
+
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    let binds: [(&str, Option<&PathBuf>); 3] = [
+        ("/etc/hosts", plan.hosts_file.as_ref()),
+        ("/etc/resolv.conf", plan.resolv_conf_file.as_ref()),
+        ("/etc/hostname", container.hostname_file.as_ref()),
+    ];
+    for (dest, src) in binds {
+        if let Some(src) = src {
+            mounts.push(json!({"destination": dest, "type": "bind", "source": src,
+                               "options": ["rbind", "rprivate", "ro", "nosuid", "nodev", "noexec"]}));
+        }
+    }
+
+    let mut memory = json!({"limit": container.memory_limit_bytes});
+    if ctx.memsw {
+        memory["swap"] = json!(container.memory_limit_bytes);
+    }
+    let mut cpu = json!({"shares": container.cpu_shares, "period": container.cpu_period_us});
+    if let Some(q) = container.cpu_quota_us {
+        cpu["quota"] = json!(q);
+    }
+
+    json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": container.rootfs, "readonly": false},
+        "hostname": container.hostname,
+        "process": {
+            "terminal": false,
+            "user": {"uid": container.uid, "gid": container.gid, "additionalGids": container.additional_gids},
+            "args": container.args,
+            "env": container.env,
+            "cwd": if container.cwd.is_empty() { "/" } else { container.cwd.as_str() },
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+            "noNewPrivileges": true
+        },
+        "mounts": mounts,
+        "linux": {
+            "namespaces": [
+                {"type": "pid"},
+                {"type": "ipc"},
+                {"type": "uts"},
+                {"type": "mount"},
+                {"type": "network", "path": plan.netns_path}
+            ],
+            "cgroupsPath": plan.container_cgroup(&container.name),
+            "resources": {
+                "devices": default_device_rules(),
+                "memory": memory,
+                "cpu": cpu
+            },
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS
+        }
+    })
+}
+
+/// Device cgroup rules: deny everything, then allow the default devices
+/// (null, zero, full, tty, random, urandom, ptmx, pts, console, tun) and mknod.
+fn default_device_rules() -> Value {
+    let mut rules = vec![json!({"allow": false, "access": "rwm"})];
+    for (kind, major, minor, access) in [
+        ("c", Some(1), Some(3), "rwm"),    // null
+        ("c", Some(1), Some(5), "rwm"),    // zero
+        ("c", Some(1), Some(7), "rwm"),    // full
+        ("c", Some(5), Some(0), "rwm"),    // tty
+        ("c", Some(1), Some(8), "rwm"),    // random
+        ("c", Some(1), Some(9), "rwm"),    // urandom
+        ("c", Some(5), Some(1), "rwm"),    // console
+        ("c", Some(5), Some(2), "rwm"),    // ptmx
+        ("c", Some(136), None, "rwm"),     // pts
+        ("c", Some(10), Some(200), "rwm"), // tun
+        ("c", None, None, "m"),
+        ("b", None, None, "m"),
+    ] {
+        let mut r = json!({"allow": true, "type": kind, "access": access});
+        if let Some(m) = major {
+            r["major"] = json!(m);
+        }
+        if let Some(m) = minor {
+            r["minor"] = json!(m);
+        }
+        rules.push(r);
+    }
+    Value::Array(rules)
+}
+
+/// Directory of a container's bundle inside the group directory.
+pub fn bundle_dir(group_dir: &Path, container: &str) -> PathBuf {
+    group_dir.join("bundles").join(container)
+}
+
+/// Render and write `DIR/bundles/<name>/config.json`; returns the bundle directory.
+pub fn write_bundle(
+    group_dir: &Path,
+    plan: &GroupPlan,
+    container: &ContainerPlan,
+    ctx: &BundleContext,
+) -> std::io::Result<PathBuf> {
+    let dir = bundle_dir(group_dir, &container.name);
+    std::fs::create_dir_all(&dir)?;
+    let cfg = render_config(plan, container, ctx);
+    let raw = serde_json::to_vec_pretty(&cfg).map_err(std::io::Error::other)?;
+    crate::util::write_atomic(&dir.join("config.json"), &raw)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::*;
+
+    pub(crate) fn sample_plan() -> GroupPlan {
+        GroupPlan {
+            group_id: "abc123".into(),
+            generation: 1,
+            restart_policy: RestartPolicy::Always,
+            cgroup_parent: "skiff".into(),
+            group_limits: GroupLimits {
+                cpu_cores: 2,
+                memory_bytes: 1 << 30,
+                pids_max: Some(512),
+            },
+            netns_path: "/run/skiff/netns/abc123".into(),
+            runtime: RuntimeConfig::default(),
+            rlimit_nofile: 1_048_576,
+            log_max_bytes: 1 << 20,
+            backoff_initial_ms: 10_000,
+            backoff_max_ms: 300_000,
+            hosts_file: Some("/g/hosts".into()),
+            resolv_conf_file: None,
+            containers: vec![ContainerPlan {
+                name: "web".into(),
+                rootfs: "/g/rootfs/web".into(),
+                args: vec!["/bin/sh".into(), "-c".into(), "echo hi".into()],
+                env: vec!["PATH=/bin".into()],
+                cwd: String::new(),
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![10],
+                hostname: "web".into(),
+                cpu_shares: 512,
+                cpu_quota_us: Some(50_000),
+                cpu_period_us: 100_000,
+                memory_limit_bytes: 256 << 20,
+                hostname_file: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn renders_namespaces_cgroup_and_resources() {
+        let plan = sample_plan();
+        let ctx = BundleContext {
+            nofile_hard: 20_000,
+            memsw: true,
+        };
+        let c = render_config(&plan, &plan.containers[0], &ctx);
+        assert_eq!(c["linux"]["cgroupsPath"], "/skiff/abc123/web");
+        let ns = c["linux"]["namespaces"].as_array().unwrap();
+        let types: Vec<&str> = ns.iter().map(|n| n["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["pid", "ipc", "uts", "mount", "network"]);
+        assert_eq!(ns[4]["path"], "/run/skiff/netns/abc123");
+        assert_eq!(c["linux"]["resources"]["cpu"]["shares"], 512);
+        assert_eq!(c["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(c["linux"]["resources"]["cpu"]["period"], 100_000);
+        assert_eq!(c["linux"]["resources"]["memory"]["limit"], 256u64 << 20);
+        assert_eq!(c["linux"]["resources"]["memory"]["swap"], 256u64 << 20);
+        assert_eq!(c["process"]["noNewPrivileges"], true);
+        assert_eq!(c["process"]["cwd"], "/");
+        assert_eq!(c["process"]["user"]["additionalGids"], json!([10]));
+        assert_eq!(c["hostname"], "web");
+    }
+
+    #[test]
+    fn clamps_nofile_to_hard_limit() {
+        let plan = sample_plan();
+        let ctx = BundleContext {
+            nofile_hard: 20_000,
+            memsw: false,
+        };
+        let c = render_config(&plan, &plan.containers[0], &ctx);
+        assert_eq!(
+            c["process"]["rlimits"][0],
+            json!({"type": "RLIMIT_NOFILE", "hard": 20000, "soft": 20000})
+        );
+        assert!(c["linux"]["resources"]["memory"].get("swap").is_none());
+        assert_eq!(clamp_nofile(1024, 20_000), 1024);
+    }
+
+    #[test]
+    fn default_security_settings() {
+        let plan = sample_plan();
+        let ctx = BundleContext {
+            nofile_hard: 20_000,
+            memsw: false,
+        };
+        let c = render_config(&plan, &plan.containers[0], &ctx);
+        let bounding: Vec<&str> = c["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(bounding.len(), 14);
+        assert!(bounding.contains(&"CAP_NET_BIND_SERVICE"));
+        assert!(!bounding.contains(&"CAP_SYS_ADMIN"));
+        let masked = c["linux"]["maskedPaths"].as_array().unwrap();
+        assert!(masked.contains(&json!("/proc/kcore")) && masked.contains(&json!("/sys/firmware")));
+        assert!(c["linux"]["readonlyPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/proc/sys")));
+        assert_eq!(
+            c["linux"]["resources"]["devices"][0],
+            json!({"allow": false, "access": "rwm"})
+        );
+        let dests: Vec<&str> = c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            dests,
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/dev/mqueue",
+                "/sys",
+                "/etc/hosts"
+            ]
+        );
+        let hosts = &c["mounts"][6];
+        assert_eq!(hosts["source"], "/g/hosts");
+        assert!(hosts["options"].as_array().unwrap().contains(&json!("ro")));
+    }
+}

@@ -1,0 +1,66 @@
+//! The control protocol on `DIR/ctl.sock`: one JSON object per line.
+//!
+//! Replies: `status` → one [`GroupStatus`](crate::status::GroupStatus) line;
+//! `watch` → a status line now and on every change until the client hangs up;
+//! `stop` → `{"ok":true}` once everything is torn down (the supervisor then exits).
+//! Errors are `{"ok":false,"error":"..."}`.
+
+use serde::{Deserialize, Serialize};
+
+/// A request to the supervisor. New verbs (`exec` via `crun exec` with a PTY,
+/// `attach`) are added as variants; unknown ones get an error reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    /// Current status, one line.
+    Status,
+    /// Status now and after every change.
+    Watch,
+    /// SIGTERM every container, SIGKILL after `grace_ms`, tear the group down, exit.
+    Stop { grace_ms: u64 },
+}
+
+/// Reply to requests that do not return a status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    pub fn ok() -> Reply {
+        Reply {
+            ok: true,
+            error: None,
+        }
+    }
+    pub fn error(msg: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            error: Some(msg.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format() {
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(),
+            Request::Status
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"stop","grace_ms":500}"#).unwrap(),
+            Request::Stop { grace_ms: 500 }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"exec"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&Reply::ok()).unwrap(),
+            r#"{"ok":true}"#
+        );
+    }
+}

@@ -1,0 +1,717 @@
+//! The per-group supervisor process: owns the containers of one group, their
+//! logs and restart policy, and outlives the daemon.
+//!
+//! Single-threaded (tokio `current_thread`). It is a child subreaper, so the
+//! container inits that `crun run -d` leaves behind become its children and are
+//! reaped here with `waitpid(-1)`; the only other children are short blocking
+//! `crun` invocations, which std waits for by pid while the loop is not running.
+//!
+//! When every container has terminated and none will restart, the supervisor
+//! stays alive (a few hundred KB) so `status` — and later `exec` — keep working;
+//! the daemon ends it with `stop`. `status.json` is the durable record.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::bundle::{self, BundleContext};
+use crate::cgroup::{self, Hierarchy};
+use crate::logs::{LineSplitter, LogWriter, Stream};
+use crate::oci_runtime::OciRuntime;
+use crate::plan::{ContainerPlan, GroupPlan, CTL_SOCKET, STATUS_FILE, SUPERVISOR_LOG};
+use crate::protocol::{Reply, Request};
+use crate::restart::{self, Backoff};
+use crate::status::{ContainerState, ContainerStatus, EventType, GroupState, GroupStatus, State};
+
+/// Environment variable carrying the readiness pipe's fd number.
+pub const READY_FD_ENV: &str = "SKIFF_SUPERVISOR_READY_FD";
+/// When set to `1`, the supervisor forks once more and the first process exits
+/// (double fork: the supervisor is reparented away from the daemon).
+pub const DETACH_ENV: &str = "SKIFF_SUPERVISOR_DETACH";
+
+/// Exit code used for a container the runtime failed to start.
+pub const START_FAILURE_EXIT_CODE: i32 = 128;
+
+/// Errors that prevent the supervisor from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// cannot read the group plan
+    #[error("cannot read the group plan in {0}")]
+    Plan(PathBuf, #[source] std::io::Error),
+    /// cannot create the group network namespace
+    #[error("cannot create the network namespace {0}")]
+    Netns(PathBuf, #[source] std::io::Error),
+    /// cannot set up the group cgroups
+    #[error("cannot set up the group cgroups")]
+    Cgroup(#[source] std::io::Error),
+    /// cannot listen on the control socket
+    #[error("cannot listen on {0}")]
+    Listen(PathBuf, #[source] std::io::Error),
+    /// process setup failed
+    #[error("supervisor setup failed")]
+    Setup(#[source] std::io::Error),
+}
+
+/// Entry point of `skiff supervisor --group-dir DIR`. Returns the process exit code.
+pub fn supervisor_main(dir: &Path) -> i32 {
+    let ready = take_ready_fd();
+    if std::env::var_os(DETACH_ENV).is_some() {
+        std::env::remove_var(DETACH_ENV);
+        match crate::sys::fork() {
+            Ok(crate::sys::Forked::Parent(_)) => crate::sys::exit_now(0),
+            Ok(crate::sys::Forked::Child) => {}
+            Err(e) => {
+                report_ready(ready, Err(&format!("fork: {e}")));
+                return 1;
+            }
+        }
+    }
+    match prepare(dir) {
+        Ok(sup) => run(sup, ready),
+        Err(e) => {
+            let msg = error_chain(&e);
+            eprintln!("supervisor: {msg}");
+            report_ready(ready, Err(&msg));
+            1
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn take_ready_fd() -> Option<OwnedFd> {
+    let fd: i32 = std::env::var(READY_FD_ENV).ok()?.parse().ok()?;
+    std::env::remove_var(READY_FD_ENV);
+    // Nothing we start may inherit it.
+    let _ = nix::fcntl::fcntl(
+        // SAFETY: the fd number was passed to us by spawn_supervisor and is open.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    // SAFETY: we own this inherited descriptor from now on.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn report_ready(fd: Option<OwnedFd>, result: Result<u32, &str>) {
+    if let Some(fd) = fd {
+        let mut f = std::fs::File::from(fd);
+        let line = match result {
+            Ok(pid) => format!("ready {pid}\n"),
+            Err(msg) => format!("error {}\n", msg.replace('\n', " ")),
+        };
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// State prepared before the async runtime starts.
+struct Prepared {
+    dir: PathBuf,
+    plan: GroupPlan,
+    hs: Vec<Hierarchy>,
+    listener: std::os::unix::net::UnixListener,
+}
+
+fn prepare(dir: &Path) -> Result<Prepared, SupervisorError> {
+    let _ = nix::unistd::setsid();
+    crate::sys::set_child_subreaper().map_err(SupervisorError::Setup)?;
+    redirect_stdio(&dir.join(SUPERVISOR_LOG)).map_err(SupervisorError::Setup)?;
+    let plan = GroupPlan::load(dir).map_err(|e| SupervisorError::Plan(dir.to_owned(), e))?;
+    crate::netns::ensure_netns(&plan.netns_path)
+        .map_err(|e| SupervisorError::Netns(plan.netns_path.clone(), e))?;
+    let hs = cgroup::hierarchies().map_err(SupervisorError::Cgroup)?;
+    cgroup::setup_group(&hs, &plan).map_err(SupervisorError::Cgroup)?;
+    std::fs::create_dir_all(&plan.runtime.root).map_err(SupervisorError::Setup)?;
+    let sock = dir.join(CTL_SOCKET);
+    let _ = std::fs::remove_file(&sock);
+    let listener = std::os::unix::net::UnixListener::bind(&sock)
+        .map_err(|e| SupervisorError::Listen(sock.clone(), e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(SupervisorError::Setup)?;
+    Ok(Prepared {
+        dir: dir.to_owned(),
+        plan,
+        hs,
+        listener,
+    })
+}
+
+fn redirect_stdio(log: &Path) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let null = std::fs::File::open("/dev/null")?;
+    nix::unistd::dup2_stdin(&null)?;
+    nix::unistd::dup2_stdout(&f)?;
+    nix::unistd::dup2_stderr(&f)?;
+    Ok(())
+}
+
+fn run(p: Prepared, ready: Option<OwnedFd>) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report_ready(ready, Err(&format!("tokio runtime: {e}")));
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let mut sup = match Supervisor::new(p) {
+            Ok(s) => s,
+            Err(e) => {
+                report_ready(ready, Err(&e.to_string()));
+                return 1;
+            }
+        };
+        report_ready(ready, Ok(std::process::id()));
+        sup.main_loop().await
+    })
+}
+
+enum Msg {
+    Stop {
+        grace: Duration,
+        reply: Option<oneshot::Sender<(Reply, oneshot::Sender<()>)>>,
+    },
+    RestartDue {
+        index: usize,
+        generation: u64,
+    },
+}
+
+struct Ctr {
+    plan: ContainerPlan,
+    id: String,
+    bundle: PathBuf,
+    pid: Option<u32>,
+    started: Option<Instant>,
+    backoff: Backoff,
+    /// Bumped on every exit; a restart timer with an old value is stale.
+    generation: u64,
+    restart_pending: bool,
+    log: Arc<Mutex<LogWriter>>,
+}
+
+struct Supervisor {
+    dir: PathBuf,
+    plan: GroupPlan,
+    hs: Vec<Hierarchy>,
+    rt: OciRuntime,
+    ctrs: Vec<Ctr>,
+    status: GroupStatus,
+    status_tx: watch::Sender<Arc<str>>,
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    sigchld: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    stopping: bool,
+}
+
+impl Supervisor {
+    fn new(p: Prepared) -> std::io::Result<Supervisor> {
+        // Register SIGCHLD before any container starts.
+        let sigchld = signal(SignalKind::child())?;
+        let sigterm = signal(SignalKind::terminate())?;
+        let ctx = BundleContext::detect();
+        let mut ctrs = Vec::new();
+        for c in &p.plan.containers {
+            let bundle = bundle::write_bundle(&p.dir, &p.plan, c, &ctx)?;
+            let log =
+                LogWriter::open(crate::logs::log_path(&p.dir, &c.name), p.plan.log_max_bytes)?;
+            ctrs.push(Ctr {
+                plan: c.clone(),
+                id: p.plan.container_id(&c.name),
+                bundle,
+                pid: None,
+                started: None,
+                backoff: Backoff::default(),
+                generation: 0,
+                restart_pending: false,
+                log: Arc::new(Mutex::new(log)),
+            });
+        }
+        let status = GroupStatus {
+            group_id: p.plan.group_id.clone(),
+            generation: p.plan.generation,
+            supervisor_pid: std::process::id(),
+            state: GroupState::Running,
+            version: 0,
+            updated_at: Timestamp::now(),
+            containers: p
+                .plan
+                .containers
+                .iter()
+                .map(|c| ContainerStatus::new(&c.name))
+                .collect(),
+        };
+        let (status_tx, _) = watch::channel(Arc::<str>::from(""));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let listener = UnixListener::from_std(p.listener)?;
+        tokio::spawn(accept_loop(listener, status_tx.subscribe(), tx.clone()));
+        let mut sup = Supervisor {
+            dir: p.dir,
+            rt: OciRuntime::new(&p.plan.runtime),
+            plan: p.plan,
+            hs: p.hs,
+            ctrs,
+            status,
+            status_tx,
+            tx,
+            rx,
+            sigchld,
+            sigterm,
+            stopping: false,
+        };
+        sup.publish();
+        Ok(sup)
+    }
+
+    /// Recompute the group state, bump the version, write `status.json` and
+    /// wake every watcher.
+    fn publish(&mut self) {
+        if !matches!(
+            self.status.state,
+            GroupState::Stopping | GroupState::Stopped
+        ) {
+            let done = self
+                .ctrs
+                .iter()
+                .all(|c| c.pid.is_none() && !c.restart_pending)
+                && self
+                    .status
+                    .containers
+                    .iter()
+                    .all(|c| c.current_state.state == State::Terminated);
+            self.status.state = if !done {
+                GroupState::Running
+            } else if self
+                .status
+                .containers
+                .iter()
+                .all(|c| c.current_state.exit_code == Some(0))
+            {
+                GroupState::Succeeded
+            } else {
+                GroupState::Failed
+            };
+        }
+        self.status.version += 1;
+        self.status.updated_at = Timestamp::now();
+        match serde_json::to_string(&self.status) {
+            Ok(line) => {
+                if let Err(e) =
+                    crate::util::write_atomic(&self.dir.join(STATUS_FILE), line.as_bytes())
+                {
+                    eprintln!("supervisor: writing status: {e}");
+                }
+                self.status_tx.send_replace(Arc::from(line));
+            }
+            Err(e) => eprintln!("supervisor: serializing status: {e}"),
+        }
+    }
+
+    async fn main_loop(&mut self) -> i32 {
+        for i in 0..self.ctrs.len() {
+            self.start(i);
+        }
+        self.publish();
+        loop {
+            tokio::select! {
+                _ = self.sigchld.recv() => self.reap(),
+                _ = self.sigterm.recv() => {
+                    self.stop(Duration::from_secs(10)).await;
+                    return 0;
+                }
+                Some(msg) = self.rx.recv() => match msg {
+                    Msg::RestartDue { index, generation } => {
+                        let c = &self.ctrs[index];
+                        if !self.stopping && c.restart_pending && c.generation == generation {
+                            self.ctrs[index].restart_pending = false;
+                            self.status.containers[index].restart_count += 1;
+                            self.start(index);
+                            self.publish();
+                        }
+                    }
+                    Msg::Stop { grace, reply } => {
+                        self.stop(grace).await;
+                        if let Some(reply) = reply {
+                            let (ack_tx, ack_rx) = oneshot::channel();
+                            if reply.send((Reply::ok(), ack_tx)).is_ok() {
+                                let _ = tokio::time::timeout(Duration::from_secs(1), ack_rx).await;
+                            }
+                        }
+                        return 0;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Start container `i` (`crun run -d`); does not publish.
+    fn start(&mut self, i: usize) {
+        let now = Timestamp::now();
+        let c = &mut self.ctrs[i];
+        let st = &mut self.status.containers[i];
+        let pipes = (|| -> std::io::Result<_> {
+            let out = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            let err = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            Ok((out, err))
+        })();
+        let ((out_r, out_w), (err_r, err_w)) = match pipes {
+            Ok(p) => p,
+            Err(e) => {
+                st.add_event(
+                    "Failed",
+                    &format!("Error: cannot create pipes: {e}"),
+                    EventType::Warning,
+                    now,
+                );
+                return;
+            }
+        };
+        spawn_copier(out_r, Stream::Stdout, c.log.clone());
+        spawn_copier(err_r, Stream::Stderr, c.log.clone());
+        let _ = self.rt.delete_force(&c.id); // a leftover from an earlier supervisor
+        match self.rt.run_detached(&c.id, &c.bundle, out_w, err_w) {
+            Ok(pid) => {
+                c.pid = Some(pid);
+                c.started = Some(Instant::now());
+                st.pid = Some(pid);
+                st.add_event(
+                    "Created",
+                    &format!("Created container {}", c.plan.name),
+                    EventType::Normal,
+                    now,
+                );
+                st.add_event(
+                    "Started",
+                    &format!("Started container {}", c.plan.name),
+                    EventType::Normal,
+                    now,
+                );
+                st.transition(ContainerState {
+                    state: State::Running,
+                    start_time: Some(now),
+                    finish_time: None,
+                    exit_code: None,
+                    detail_status: String::new(),
+                });
+            }
+            Err(e) => {
+                let msg = format!(
+                    "Error: failed to start container {}: {}",
+                    c.plan.name,
+                    error_chain(&e)
+                );
+                st.add_event("Failed", &msg, EventType::Warning, now);
+                c.started = Some(Instant::now());
+                self.exited(i, START_FAILURE_EXIT_CODE, now);
+            }
+        }
+    }
+
+    /// Reap every exited child; container inits update the status.
+    fn reap(&mut self) {
+        let mut changed = false;
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    changed |= self.on_pid_exit(pid.as_raw() as u32, code)
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    changed |= self.on_pid_exit(pid.as_raw() as u32, 128 + sig as i32)
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    fn on_pid_exit(&mut self, pid: u32, code: i32) -> bool {
+        let Some(i) = self.ctrs.iter().position(|c| c.pid == Some(pid)) else {
+            return false;
+        };
+        self.ctrs[i].pid = None;
+        self.status.containers[i].pid = None;
+        let _ = self.rt.delete_force(&self.ctrs[i].id);
+        self.exited(i, code, Timestamp::now());
+        true
+    }
+
+    /// Record the exit of container `i` and schedule a restart if the policy says so.
+    fn exited(&mut self, i: usize, code: i32, now: Timestamp) {
+        let c = &mut self.ctrs[i];
+        let st = &mut self.status.containers[i];
+        c.generation += 1;
+        let start_time = match st.current_state.state {
+            State::Running => st.current_state.start_time,
+            _ => Some(now),
+        };
+        st.transition(ContainerState {
+            state: State::Terminated,
+            start_time,
+            finish_time: Some(now),
+            exit_code: Some(code),
+            detail_status: if code == 0 {
+                "Completed".into()
+            } else {
+                "Error".into()
+            },
+        });
+        let etype = if code == 0 {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        st.add_event(
+            "Exited",
+            &format!("Container {} exited with code {code}", c.plan.name),
+            etype,
+            now,
+        );
+        if self.stopping || !restart::should_restart(self.plan.restart_policy, code) {
+            return;
+        }
+        let ran_for = c.started.map(|s| s.elapsed()).unwrap_or_default();
+        let delay = c.backoff.next_delay(
+            ran_for,
+            Duration::from_millis(self.plan.backoff_initial_ms),
+            Duration::from_millis(self.plan.backoff_max_ms),
+        );
+        c.restart_pending = true;
+        st.add_event(
+            "BackOff",
+            "Back-off restarting failed container",
+            EventType::Warning,
+            now,
+        );
+        st.transition(ContainerState::waiting(
+            "CrashLoopBackOff: Back-off restarting failed container",
+        ));
+        let tx = self.tx.clone();
+        let (index, generation) = (i, c.generation);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::RestartDue { index, generation });
+        });
+    }
+
+    fn running(&self) -> bool {
+        self.ctrs.iter().any(|c| c.pid.is_some())
+    }
+
+    /// Wait (reaping) until no container runs or `deadline` passes.
+    async fn wait_all_exited(&mut self, deadline: tokio::time::Instant) {
+        self.reap();
+        while self.running() {
+            tokio::select! {
+                _ = self.sigchld.recv() => self.reap(),
+                _ = tokio::time::sleep_until(deadline) => { self.reap(); break }
+            }
+        }
+    }
+
+    /// SIGTERM, grace, SIGKILL, delete, tear down cgroups and netns.
+    async fn stop(&mut self, grace: Duration) {
+        self.stopping = true;
+        self.status.state = GroupState::Stopping;
+        let now = Timestamp::now();
+        for i in 0..self.ctrs.len() {
+            let c = &mut self.ctrs[i];
+            let st = &mut self.status.containers[i];
+            if c.pid.is_some() {
+                st.add_event(
+                    "Killing",
+                    &format!("Stopping container {}", c.plan.name),
+                    EventType::Normal,
+                    now,
+                );
+                let _ = self.rt.kill(&c.id, "SIGTERM");
+            } else if c.restart_pending {
+                c.restart_pending = false;
+                let prev = st.previous_state.clone();
+                st.current_state = ContainerState {
+                    state: State::Terminated,
+                    start_time: prev.as_ref().and_then(|p| p.start_time),
+                    finish_time: prev.as_ref().and_then(|p| p.finish_time),
+                    exit_code: prev.as_ref().and_then(|p| p.exit_code),
+                    detail_status: "Stopped".into(),
+                };
+            }
+        }
+        self.publish();
+        self.wait_all_exited(tokio::time::Instant::now() + grace)
+            .await;
+        if self.running() {
+            for c in &self.ctrs {
+                if let Some(pid) = c.pid {
+                    if self.rt.kill(&c.id, "SIGKILL").is_err() {
+                        let _ = nix::sys::signal::kill(
+                            Pid::from_raw(pid as i32),
+                            nix::sys::signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+            self.wait_all_exited(tokio::time::Instant::now() + Duration::from_secs(5))
+                .await;
+        }
+        for c in &self.ctrs {
+            if let Err(e) = self.rt.delete_force(&c.id) {
+                eprintln!("supervisor: {}", error_chain(&e));
+            }
+        }
+        if let Err(e) = cgroup::remove_group(&self.hs, &self.plan) {
+            eprintln!("supervisor: removing cgroups: {e}");
+        }
+        if let Err(e) = crate::netns::remove_netns(&self.plan.netns_path) {
+            eprintln!("supervisor: removing netns: {e}");
+        }
+        let _ = std::fs::remove_file(self.dir.join(CTL_SOCKET));
+        self.status.state = GroupState::Stopped;
+        self.publish();
+    }
+}
+
+/// Copy one output pipe of a container into its CRI log until EOF.
+fn spawn_copier(fd: OwnedFd, stream: Stream, log: Arc<Mutex<LogWriter>>) {
+    tokio::spawn(async move {
+        let raw = fd.as_raw_fd();
+        let mut rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            Ok(rx) => rx,
+            Err(e) => {
+                eprintln!("supervisor: pipe {raw}: {e}");
+                return;
+            }
+        };
+        let mut split = LineSplitter::default();
+        let mut buf = vec![0u8; 8192];
+        let mut emit = |partial: bool, line: &[u8]| {
+            if let Ok(mut w) = log.lock() {
+                if let Err(e) = w.write_line(stream, partial, line) {
+                    eprintln!("supervisor: writing log: {e}");
+                }
+            }
+        };
+        loop {
+            match rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => split.feed(&buf[..n], &mut emit),
+            }
+        }
+        split.finish(&mut emit);
+    });
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    status: watch::Receiver<Arc<str>>,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((conn, _)) => {
+                tokio::spawn(serve(conn, status.clone(), tx.clone()));
+            }
+            Err(e) => {
+                eprintln!("supervisor: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn send_line(w: &mut (impl AsyncWriteExt + Unpin), line: &str) -> std::io::Result<()> {
+    w.write_all(line.as_bytes()).await?;
+    w.write_all(b"\n").await?;
+    w.flush().await
+}
+
+async fn serve(
+    conn: UnixStream,
+    mut status: watch::Receiver<Arc<str>>,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    let (r, mut w) = conn.into_split();
+    let mut lines = BufReader::new(r).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let req = match serde_json::from_str::<Request>(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                let reply = serde_json::to_string(&Reply::error(format!("bad request: {e}")))
+                    .unwrap_or_default();
+                if send_line(&mut w, &reply).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        match req {
+            Request::Status => {
+                let cur = status.borrow_and_update().clone();
+                if send_line(&mut w, &cur).await.is_err() {
+                    return;
+                }
+            }
+            Request::Watch => {
+                let mut rest = lines.into_inner();
+                let mut scratch = [0u8; 256];
+                loop {
+                    let cur = status.borrow_and_update().clone();
+                    if send_line(&mut w, &cur).await.is_err() {
+                        return;
+                    }
+                    tokio::select! {
+                        r = status.changed() => if r.is_err() { return },
+                        n = rest.read(&mut scratch) => if matches!(n, Ok(0) | Err(_)) { return },
+                    }
+                }
+            }
+            Request::Stop { grace_ms } => {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                let grace = Duration::from_millis(grace_ms);
+                if tx
+                    .send(Msg::Stop {
+                        grace,
+                        reply: Some(reply_tx),
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                if let Ok((reply, ack)) = reply_rx.await {
+                    let line = serde_json::to_string(&reply).unwrap_or_default();
+                    let _ = send_line(&mut w, &line).await;
+                    let _ = ack.send(());
+                }
+                return;
+            }
+        }
+    }
+}
