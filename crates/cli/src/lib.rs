@@ -1,0 +1,428 @@
+//! The `skiff` command line. Every subcommand except the daemon (`skiff server`) and the hidden
+//! per-group supervisor is an HTTP client of Skiff's ARM API and mirrors `az container` /
+//! `az group` (see `spec/CLI.md`).
+//!
+//! The binary parses [`Cli`]; [`Command::Server`] and [`Command::Supervisor`] are handled by the
+//! binary itself, everything else goes to [`run`] (synchronous: it builds its own
+//! current-thread tokio runtime) or [`run_async`] (when the caller already has a runtime).
+//!
+//! Layout: [`client`] is the HTTP client (URLs, api-versions, CloudError decoding, long-running
+//! operation polling, paging); [`build`] turns arguments into request documents (pure);
+//! [`output`] formats resources as table/json/yaml/tsv (pure); [`commands`] glues them together;
+//! [`bench`] is `skiff bench create`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub mod bench;
+pub mod build;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod output;
+pub mod progress;
+
+pub use error::CliError;
+
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about = "Skiff: a self-hosted Azure Container Instances", propagate_version = true)]
+pub struct Cli {
+    /// Base URL of the Skiff server [env SKIFF_SERVER; config file `server`; default http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "SKIFF_SERVER")]
+    pub server: Option<String>,
+
+    /// Subscription id [env SKIFF_SUBSCRIPTION; config file `subscription`; default 00000000-0000-0000-0000-000000000000].
+    #[arg(long, global = true, env = "SKIFF_SUBSCRIPTION")]
+    pub subscription: Option<String>,
+
+    /// Output format (default: table).
+    #[arg(short = 'o', long, global = true, value_enum)]
+    pub output: Option<OutputFormat>,
+
+    /// Print the HTTP requests made (method, URL, status; never bodies) to stderr.
+    #[arg(long, global = true)]
+    pub debug: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Json,
+    Table,
+    Yaml,
+    Tsv,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Skiff daemon (ARM API + agent).
+    Server(ServerArgs),
+    /// Per-group supervisor (internal).
+    #[command(hide = true)]
+    Supervisor(SupervisorArgs),
+    /// Manage container groups (like `az container`).
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Manage resource groups (like `az group`).
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Directory holding the store, images and group state.
+    #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Address the ARM API listens on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "SKIFF_LISTEN")]
+    pub listen: String,
+    /// The location (region) this server reports.
+    #[arg(long, default_value = "westus")]
+    pub location: String,
+    /// OCI runtime binary.
+    #[arg(long, default_value = "crun")]
+    pub runtime: String,
+    /// Registry host[:port] that may be reached over plain http / without TLS verification (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `skiff=debug`.
+    #[arg(long, env = "SKIFF_LOG", default_value = "info")]
+    pub log_level: String,
+    /// Directory for runtime state that must not outlive a reboot (network namespaces, OCI runtime state).
+    #[arg(long, default_value = "/run/skiff")]
+    pub run_dir: PathBuf,
+    /// Cgroup parent of every group, in each cgroup hierarchy.
+    #[arg(long, default_value = "skiff")]
+    pub cgroup_parent: String,
+    /// How long containers get between SIGTERM and SIGKILL when stopped or deleted.
+    #[arg(long, default_value_t = 10_000)]
+    pub stop_grace_ms: u64,
+    /// First back-off before a crashed container is restarted (doubles up to 5 minutes).
+    #[arg(long, default_value_t = 1_000)]
+    pub restart_backoff_ms: u64,
+    /// Container groups per page in list responses (clients follow `nextLink`).
+    #[arg(long, default_value_t = 100)]
+    pub page_size: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SupervisorArgs {
+    /// The group's state directory.
+    #[arg(long)]
+    pub group_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create (or update) a resource group.
+    Create {
+        #[arg(short = 'n', long = "name", visible_alias = "resource-group", short_alias = 'g')]
+        name: String,
+        #[arg(short = 'l', long)]
+        location: Option<String>,
+    },
+    /// Show a resource group.
+    Show {
+        #[arg(short = 'n', long = "name", visible_alias = "resource-group", short_alias = 'g')]
+        name: String,
+    },
+    /// List resource groups.
+    List,
+    /// Delete a resource group.
+    Delete {
+        #[arg(short = 'n', long = "name", visible_alias = "resource-group", short_alias = 'g')]
+        name: String,
+        /// Do not prompt for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum OsType {
+    #[default]
+    #[value(name = "Linux", alias = "linux")]
+    Linux,
+    #[value(name = "Windows", alias = "windows")]
+    Windows,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum RestartPolicy {
+    #[default]
+    #[value(name = "Always", alias = "always")]
+    Always,
+    #[value(name = "OnFailure", alias = "onfailure")]
+    OnFailure,
+    #[value(name = "Never", alias = "never")]
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Protocol {
+    #[default]
+    #[value(name = "TCP", alias = "tcp")]
+    Tcp,
+    #[value(name = "UDP", alias = "udp")]
+    Udp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IpAddressType {
+    #[value(name = "Public", alias = "public")]
+    Public,
+    #[value(name = "Private", alias = "private")]
+    Private,
+}
+
+/// `skiff container create` arguments (the subset of `az container create` Skiff supports).
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    #[arg(short = 'g', long = "resource-group")]
+    pub resource_group: String,
+    /// Container group name (required unless --file names it).
+    #[arg(short = 'n', long)]
+    pub name: Option<String>,
+    /// Container image (required unless --file).
+    #[arg(long, required_unless_present = "file")]
+    pub image: Option<String>,
+    #[arg(long, default_value_t = 1.0)]
+    pub cpu: f64,
+    /// Memory in GB.
+    #[arg(long, default_value_t = 1.5)]
+    pub memory: f64,
+    #[arg(long, value_enum, default_value = "Linux")]
+    pub os_type: OsType,
+    #[arg(long, value_enum, default_value = "Always")]
+    pub restart_policy: RestartPolicy,
+    /// Command line to run (split like a POSIX shell), e.g. "sh -c 'echo hi'".
+    #[arg(long, allow_hyphen_values = true)]
+    pub command_line: Option<String>,
+    /// Environment variables NAME=VALUE (space separated).
+    #[arg(short = 'e', long = "environment-variables", num_args = 1.., value_name = "NAME=VALUE")]
+    pub environment_variables: Vec<String>,
+    /// Secure environment variables NAME=VALUE (never returned by the server).
+    #[arg(long = "secure-environment-variables", num_args = 1.., value_name = "NAME=VALUE")]
+    pub secure_environment_variables: Vec<String>,
+    /// Ports to open (only used with --ip-address/--dns-name-label, as in az). Default 80.
+    #[arg(long, num_args = 1.., value_parser = clap::value_parser!(u16).range(1..))]
+    pub ports: Vec<u16>,
+    #[arg(long, value_enum, default_value = "TCP")]
+    pub protocol: Protocol,
+    #[arg(long, value_enum)]
+    pub ip_address: Option<IpAddressType>,
+    /// DNS name label (implies --ip-address Public).
+    #[arg(long)]
+    pub dns_name_label: Option<String>,
+    #[arg(long)]
+    pub registry_login_server: Option<String>,
+    #[arg(long)]
+    pub registry_username: Option<String>,
+    #[arg(long)]
+    pub registry_password: Option<String>,
+    /// Location (default: the resource group's).
+    #[arg(short = 'l', long)]
+    pub location: Option<String>,
+    /// YAML (or JSON) deployment file; sent verbatim as the request body.
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
+    /// Do not wait for the operation to finish.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GroupRef {
+    #[arg(short = 'g', long = "resource-group")]
+    pub resource_group: String,
+    #[arg(short = 'n', long)]
+    pub name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Create (or update) a container group.
+    Create(Box<CreateArgs>),
+    /// Show a container group.
+    Show(GroupRef),
+    /// List container groups (of a resource group or the subscription).
+    List {
+        #[arg(short = 'g', long = "resource-group")]
+        resource_group: Option<String>,
+    },
+    /// Print a container's logs.
+    Logs {
+        #[command(flatten)]
+        group: GroupRef,
+        /// Container (default: the first container of the group).
+        #[arg(long)]
+        container_name: Option<String>,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<u64>,
+        /// Prefix lines with timestamps.
+        #[arg(long)]
+        timestamps: bool,
+        /// Keep printing new output until the container/group terminates.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Start a stopped container group.
+    Start {
+        #[command(flatten)]
+        group: GroupRef,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop a container group.
+    Stop {
+        #[command(flatten)]
+        group: GroupRef,
+    },
+    /// Restart all containers of a group.
+    Restart {
+        #[command(flatten)]
+        group: GroupRef,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Delete a container group.
+    Delete {
+        #[command(flatten)]
+        group: GroupRef,
+        /// Do not prompt for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Export a container group to a YAML deployment file.
+    Export {
+        #[command(flatten)]
+        group: GroupRef,
+        /// Output file.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// API create → Running latency of a cached image, against `podman run`.
+    Create(BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "127.0.0.1:5000/busybox:latest")]
+    pub image: String,
+    /// Number of sequential creates.
+    #[arg(short = 'n', long = "count", default_value_t = 20)]
+    pub count: usize,
+    /// Peer to compare with (`podman`, or `none`).
+    #[arg(long, default_value = "podman")]
+    pub peer: String,
+    /// Resource group used for the benchmark groups.
+    #[arg(short = 'g', long = "resource-group", default_value = "skiff-bench")]
+    pub resource_group: String,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+    /// Give up waiting for Running after this many seconds (per create).
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// Run a client subcommand with a fresh current-thread tokio runtime; prints errors as
+/// `error: ...` on stderr and returns exit code 1 on failure. Must not be called from inside a
+/// tokio runtime (use [`run_async`] there). `Server`/`Supervisor` are not handled here.
+pub fn run(cli: Cli) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run_async(cli))
+}
+
+/// [`run`] for callers that already are in a tokio runtime. Output goes to stdout.
+pub async fn run_async(cli: Cli) -> ExitCode {
+    let mut stdout = std::io::stdout();
+    let res = execute(cli, &mut stdout).await;
+    let _ = stdout.flush();
+    report(res)
+}
+
+/// Turn a result into an exit code, printing the error on stderr.
+pub fn report(res: Result<(), CliError>) -> ExitCode {
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Silent) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run a client subcommand writing its (stdout) output to `out`. Diagnostics and progress go
+/// to stderr. This is what the tests drive.
+pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    commands::dispatch(cli, out).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn server_args_defaults_and_globals() {
+        let cli = Cli::try_parse_from(["skiff", "server", "--insecure-registry", "127.0.0.1:5000", "--insecure-registry", "r:1"]).unwrap();
+        let Command::Server(a) = cli.command else { panic!() };
+        assert_eq!(a.data_dir, PathBuf::from("/var/lib/skiff"));
+        assert_eq!(a.listen, "127.0.0.1:8080");
+        assert_eq!((a.location.as_str(), a.runtime.as_str()), ("westus", "crun"));
+        assert_eq!(a.insecure_registry, vec!["127.0.0.1:5000", "r:1"]);
+
+        let cli = Cli::try_parse_from(["skiff", "supervisor", "--group-dir", "/x"]).unwrap();
+        assert!(matches!(cli.command, Command::Supervisor(SupervisorArgs { ref group_dir }) if group_dir == &PathBuf::from("/x")));
+
+        // Global options after the subcommand, az style.
+        let cli = Cli::try_parse_from(["skiff", "container", "list", "-g", "rg", "-o", "json", "--server", "h:1", "--debug"]).unwrap();
+        assert_eq!(cli.output, Some(OutputFormat::Json));
+        assert_eq!(cli.server.as_deref(), Some("h:1"));
+        assert!(cli.debug);
+
+        // az's `group` spelling: -n or -g.
+        let cli = Cli::try_parse_from(["skiff", "group", "delete", "-g", "rg", "--yes"]).unwrap();
+        assert!(matches!(cli.command, Command::Group(GroupCommand::Delete { ref name, yes: true, .. }) if name == "rg"));
+
+        // create needs --image unless --file.
+        assert!(Cli::try_parse_from(["skiff", "container", "create", "-g", "rg", "-n", "x"]).is_err());
+        assert!(Cli::try_parse_from(["skiff", "container", "create", "-g", "rg", "-f", "x.yaml"]).is_ok());
+        // Env lists stop at the next flag.
+        let cli = Cli::try_parse_from(["skiff", "container", "create", "-g", "rg", "-n", "x", "-e", "A=1", "B=2", "--image", "i"]).unwrap();
+        let Command::Container(ContainerCommand::Create(a)) = cli.command else { panic!() };
+        assert_eq!(a.environment_variables, vec!["A=1", "B=2"]);
+        assert_eq!(a.image.as_deref(), Some("i"));
+    }
+}
