@@ -1,0 +1,695 @@
+//! The router driven in-process against a real SQLite store and a fake node.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use serde_json::{json, Value};
+use skiff_api::{router, ApiConfig, Node};
+use skiff_model::records::{group_key, operation_key, GroupRecord, OperationRecord, OperationStatus};
+use skiff_model::ArmError;
+use skiff_store::{Expect, SqliteStore, Store};
+use tower::ServiceExt;
+
+const SUB: &str = "00000000-0000-0000-0000-000000000000";
+const V: &str = "api-version=2023-05-01";
+const SECRET: &str = "s3cr3t-value";
+
+struct FakeNode;
+
+#[async_trait]
+impl Node for FakeNode {
+    async fn logs(&self, group: &GroupRecord, container: &str, tail: Option<usize>, timestamps: bool) -> Result<String, ArmError> {
+        Ok(format!("logs of {}/{container} tail={tail:?} ts={timestamps}\n", group.name))
+    }
+    async fn cached_images(&self) -> Vec<String> {
+        vec!["busybox:latest".to_string()]
+    }
+}
+
+struct App {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    router: axum::Router,
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    raw: String,
+    body: Value,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+fn app_with(cfg: ApiConfig) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("skiff.db")).unwrap());
+    let router = router(store.clone(), Arc::new(FakeNode), cfg);
+    App { _dir: dir, store, router }
+}
+
+fn app() -> App {
+    app_with(ApiConfig::default())
+}
+
+impl App {
+    async fn raw(&self, method: Method, uri: &str, body: Vec<u8>) -> Resp {
+        let req = Request::builder().method(method).uri(uri).header("host", "skiff.test:8080").header("content-type", "application/json").body(Body::from(body)).unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let raw = String::from_utf8_lossy(&bytes).into_owned();
+        assert!(!raw.contains(SECRET), "a secret leaked: {raw}");
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(raw.clone())) };
+        if status.is_client_error() || status.is_server_error() {
+            assert!(headers.get("content-type").unwrap().to_str().unwrap().starts_with("application/json"), "{status} {raw}");
+            if method_has_body(&body) {
+                assert!(body["error"]["code"].is_string() && body["error"]["message"].is_string(), "not a CloudError: {raw}");
+            }
+        }
+        Resp { status, headers, raw, body }
+    }
+
+    async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> Resp {
+        self.raw(method, uri, body.map(|b| serde_json::to_vec(&b).unwrap()).unwrap_or_default()).await
+    }
+
+    async fn rg(&self, name: &str) {
+        let r = self.call(Method::PUT, &format!("/subscriptions/{SUB}/resourcegroups/{name}?api-version=2021-04-01"), Some(json!({"location": "westus"}))).await;
+        assert!(r.status == StatusCode::CREATED || r.status == StatusCode::OK, "{}", r.raw);
+    }
+
+    async fn create(&self, rg: &str, name: &str) -> Resp {
+        self.call(Method::PUT, &format!("{}?{V}", path(rg, name)), Some(group_doc())).await
+    }
+
+    async fn record(&self, rg: &str, name: &str) -> Option<(GroupRecord, i64)> {
+        let kv = self.store.get(&group_key(SUB, rg, name)).await.unwrap()?;
+        Some((serde_json::from_slice(&kv.value).unwrap(), kv.mod_revision))
+    }
+
+    async fn op(&self, id: &str) -> OperationRecord {
+        serde_json::from_slice(&self.store.get(&operation_key(id)).await.unwrap().unwrap().value).unwrap()
+    }
+}
+
+fn method_has_body(v: &Value) -> bool {
+    !v.is_null()
+}
+
+fn path(rg: &str, name: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{rg}/providers/Microsoft.ContainerInstance/containerGroups/{name}")
+}
+
+/// The body the Python SDK sends (SDK_REQUESTS.txt), with a secret env var.
+fn group_doc() -> Value {
+    json!({"properties": {"containers": [{"name": "c1", "properties": {"image": "busybox:latest", "command": ["/bin/sh", "-c", "echo hello; sleep 3600"],
+        "ports": [{"protocol": "TCP", "port": 80}],
+        "environmentVariables": [{"name": "PLAIN", "value": "v1"}, {"name": "SECRET", "secureValue": SECRET}],
+        "resources": {"requests": {"memoryInGB": 1.5, "cpu": 1.0}}}}],
+        "restartPolicy": "Always",
+        "ipAddress": {"ports": [{"protocol": "TCP", "port": 80}], "type": "Public", "dnsNameLabel": "probe-dns", "autoGeneratedDomainNameLabelScope": "Unsecure"},
+        "osType": "Linux"}, "location": "westus", "tags": {"probe": "true"}})
+}
+
+/// The path and query of an absolute URL we handed out.
+fn local(url: &str) -> String {
+    let rest = url.strip_prefix("http://skiff.test:8080").unwrap_or_else(|| panic!("not our base: {url}"));
+    rest.to_string()
+}
+
+fn op_id_of(url: &str) -> String {
+    let path = url.split('?').next().unwrap();
+    path.rsplit('/').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn create_is_201_with_lro_headers_and_pending_body() {
+    let a = app();
+    a.rg("probe-rg").await;
+    let r = a.create("probe-rg", "probe-cg").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    let op_url = r.header("azure-asyncoperation").unwrap().to_string();
+    assert!(op_url.starts_with(&format!("http://skiff.test:8080/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/locations/westus/operations/")), "{op_url}");
+    assert!(op_url.ends_with("?api-version=2023-05-01"), "{op_url}");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let b = &r.body;
+    assert_eq!(b["id"], format!("/subscriptions/{SUB}/resourceGroups/probe-rg/providers/Microsoft.ContainerInstance/containerGroups/probe-cg"));
+    assert_eq!(b["name"], "probe-cg");
+    assert_eq!(b["type"], "Microsoft.ContainerInstance/containerGroups");
+    assert_eq!(b["location"], "westus");
+    assert_eq!(b["properties"]["provisioningState"], "Pending");
+    assert_eq!(b["properties"]["instanceView"], json!({"events": [], "state": "Pending"}));
+    assert_eq!(b["properties"]["sku"], "Standard");
+    assert_eq!(b["properties"]["initContainers"], json!([]));
+    assert_eq!(b["properties"]["containers"][0]["properties"]["environmentVariables"][1], json!({"name": "SECRET"}));
+    assert_eq!(b["tags"], json!({"probe": "true"}));
+
+    // The operation is in progress until the agent completes it.
+    let op = a.call(Method::GET, &local(&op_url), None).await;
+    assert_eq!(op.status, StatusCode::OK);
+    assert_eq!(op.body["status"], "InProgress");
+    assert_eq!(op.body["id"], b["id"]);
+    let id = op_id_of(&op_url);
+    let res = a.call(Method::GET, &format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/locations/westus/operationResults/{id}?{V}"), None).await;
+    assert_eq!(res.status, StatusCode::ACCEPTED);
+    assert!(res.header("location").unwrap().contains("/operationResults/"));
+
+    // The stored record is what the agent works from.
+    let (rec, _) = a.record("probe-rg", "probe-cg").await.unwrap();
+    assert_eq!(rec.uid.len(), 12);
+    assert!(rec.uid.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!((rec.generation, rec.observed_generation), (1, 0));
+    assert_eq!(rec.pending_operation.as_deref(), Some(id.as_str()));
+    assert_eq!(rec.spec.properties.containers[0].properties.environment_variables.as_ref().unwrap()[1].secure_value.as_deref(), Some(SECRET));
+
+    // Simulate the agent finishing: the op reports Succeeded, operationResults 204.
+    let mut o = a.op(&id).await;
+    assert_eq!(o.generation, 1);
+    o.status = OperationStatus::Succeeded;
+    a.store.put(&operation_key(&id), serde_json::to_vec(&o).unwrap(), Expect::Any).await.unwrap();
+    assert_eq!(a.call(Method::GET, &local(&op_url), None).await.body["status"], "Succeeded");
+    let res = a.call(Method::GET, &format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/locations/westus/operationResults/{id}?{V}"), None).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+
+    // GET serves the group with its instance view; unknown operations are 404.
+    let g = a.call(Method::GET, &format!("{}?{V}", path("probe-rg", "probe-cg")), None).await;
+    assert_eq!(g.status, StatusCode::OK);
+    assert_eq!(g.body["properties"]["containers"][0]["properties"]["instanceView"], json!({"events": []}));
+    let missing = a.call(Method::GET, &format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/locations/westus/operations/nope?{V}"), None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    // Another subscription cannot read the operation.
+    let other = a.call(Method::GET, &format!("/subscriptions/other/providers/Microsoft.ContainerInstance/locations/westus/operations/{id}?{V}"), None).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn failed_operation_result_is_the_arm_error() {
+    let a = app();
+    a.rg("rg").await;
+    let r = a.create("rg", "g").await;
+    let id = op_id_of(r.header("azure-asyncoperation").unwrap());
+    let mut o = a.op(&id).await;
+    o.status = OperationStatus::Failed;
+    o.error = Some(ArmError::bad_request("InaccessibleImage", "The image 'x' is not accessible."));
+    a.store.put(&operation_key(&id), serde_json::to_vec(&o).unwrap(), Expect::Any).await.unwrap();
+    let op = a.call(Method::GET, &format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/locations/westus/operations/{id}?{V}"), None).await;
+    assert_eq!(op.body["status"], "Failed");
+    assert_eq!(op.body["error"]["code"], "InaccessibleImage");
+    let res = a.call(Method::GET, &format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/locations/westus/operationResults/{id}?{V}"), None).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert_eq!(res.code(), "InaccessibleImage");
+}
+
+#[tokio::test]
+async fn create_in_missing_resource_group() {
+    let a = app();
+    let r = a.create("nope", "g").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "ResourceGroupNotFound");
+    assert!(a.store.list("groups/", None, None).await.unwrap().0.is_empty());
+}
+
+#[tokio::test]
+async fn api_version_is_checked() {
+    let a = app();
+    a.rg("rg").await;
+    let r = a.call(Method::PUT, &path("rg", "g"), Some(group_doc())).await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "MissingApiVersionParameter"));
+    let r = a.call(Method::GET, &format!("{}?api-version=2015-01-01", path("rg", "g")), None).await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "InvalidApiVersionParameter"));
+    let r = a.call(Method::GET, &format!("/subscriptions/{SUB}/resourcegroups/rg"), None).await;
+    assert_eq!(r.code(), "MissingApiVersionParameter");
+    // An older supported version works.
+    let r = a.call(Method::GET, &format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/containerGroups?api-version=2021-10-01"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn invalid_bodies_store_nothing() {
+    let a = app();
+    a.rg("rg").await;
+    let uri = format!("{}?{V}", path("rg", "g"));
+    let r = a.raw(Method::PUT, &uri, b"{not json".to_vec()).await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "InvalidRequestContent"));
+    let r = a.raw(Method::PUT, &uri, Vec::new()).await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "InvalidRequestContent"));
+
+    let mut doc = group_doc();
+    doc["properties"]["containers"] = json!([
+        {"name": "a", "properties": {"image": "busybox", "ports": [{"port": 80}], "resources": {"requests": {"cpu": 0.5, "memoryInGB": 0.5}}}},
+        {"name": "b", "properties": {"image": "busybox", "ports": [{"port": 80}], "resources": {"requests": {"cpu": 0.5, "memoryInGB": 0.5}}}}
+    ]);
+    let r = a.call(Method::PUT, &uri, Some(doc)).await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "DuplicateContainerPorts"));
+
+    let mut doc = group_doc();
+    doc["properties"]["osType"] = "Windows".into();
+    let r = a.call(Method::PUT, &uri, Some(doc)).await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "OsTypeNotSupported"));
+
+    let mut doc = group_doc();
+    doc["name"] = "other".into();
+    let r = a.call(Method::PUT, &uri, Some(doc)).await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "InvalidRequestContent"));
+
+    let r = a.create("rg", "Bad_Name").await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "InvalidContainerGroupName"));
+
+    assert!(a.store.list("", None, None).await.unwrap().0.iter().all(|kv| kv.key.starts_with("rgs/")));
+    let r = a.call(Method::GET, &uri, None).await;
+    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "ResourceNotFound"));
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("'Microsoft.ContainerInstance/containerGroups/g' under resource group 'rg'"));
+}
+
+#[tokio::test]
+async fn aci_yaml_fields_and_echoed_reads_are_accepted() {
+    let a = app();
+    a.rg("rg").await;
+    let mut doc = group_doc();
+    doc["apiVersion"] = "2019-12-01".into();
+    doc["name"] = "g".into();
+    doc["type"] = "Microsoft.ContainerInstance/containerGroups".into();
+    doc.as_object_mut().unwrap().remove("location");
+    let r = a.call(Method::PUT, &format!("{}?{V}", path("rg", "g")), Some(doc)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    assert_eq!(r.body["location"], "westus", "location comes from the resource group");
+    // Re-PUT what GET returned (minus the redacted secret, which must be given again).
+    let mut echoed = a.call(Method::GET, &format!("{}?{V}", path("rg", "g")), None).await.body;
+    echoed["properties"]["containers"][0]["properties"]["environmentVariables"][1]["secureValue"] = SECRET.into();
+    let r = a.call(Method::PUT, &format!("{}?{V}", path("rg", "g")), Some(echoed)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(a.record("rg", "g").await.unwrap().0.generation, 1, "an unchanged document does not reprovision");
+}
+
+#[tokio::test]
+async fn update_semantics() {
+    let a = app();
+    a.rg("rg").await;
+    let r = a.create("rg", "g").await;
+    let create_op = op_id_of(r.header("azure-asyncoperation").unwrap());
+    let uri = format!("{}?{V}", path("rg", "g"));
+
+    // Same spec, new tags: tags updated, no new generation; the client is pointed at the
+    // create operation still in flight.
+    let mut doc = group_doc();
+    doc["tags"] = json!({"probe": "again"});
+    let r = a.call(Method::PUT, &uri, Some(doc)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["tags"], json!({"probe": "again"}));
+    assert_eq!(r.body["properties"]["provisioningState"], "Pending");
+    assert_eq!(op_id_of(r.header("azure-asyncoperation").unwrap()), create_op);
+    let (rec, _) = a.record("rg", "g").await.unwrap();
+    assert_eq!(rec.generation, 1);
+
+    // Agent finishes; the same PUT again gets an operation that has already succeeded.
+    let (mut rec, rev) = a.record("rg", "g").await.unwrap();
+    rec.observed_generation = 1;
+    rec.provisioning_state = "Succeeded".into();
+    rec.pending_operation = None;
+    a.store.put(&rec.key(), serde_json::to_vec(&rec).unwrap(), Expect::ModRevision(rev)).await.unwrap();
+    let r = a.call(Method::PUT, &uri, Some(group_doc())).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["properties"]["provisioningState"], "Succeeded");
+    let op = a.call(Method::GET, &local(r.header("azure-asyncoperation").unwrap()), None).await;
+    assert_eq!(op.body["status"], "Succeeded");
+
+    // A changed spec bumps the generation and goes Updating.
+    let mut doc = group_doc();
+    doc["properties"]["containers"][0]["properties"]["image"] = "nginx:latest".into();
+    let r = a.call(Method::PUT, &uri, Some(doc.clone())).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["properties"]["provisioningState"], "Updating");
+    let update_op = op_id_of(r.header("azure-asyncoperation").unwrap());
+    let (rec, _) = a.record("rg", "g").await.unwrap();
+    assert_eq!((rec.generation, rec.uid.clone()), (2, rec.uid.clone()));
+    assert_eq!(rec.pending_operation.as_deref(), Some(update_op.as_str()));
+    assert_eq!(a.op(&update_op).await.generation, 2);
+
+    // Another change while that update is in flight cancels it.
+    doc["properties"]["containers"][0]["properties"]["image"] = "nginx:1.25".into();
+    let r = a.call(Method::PUT, &uri, Some(doc)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(a.op(&update_op).await.status, OperationStatus::Canceled);
+    assert_eq!(a.record("rg", "g").await.unwrap().0.generation, 3);
+
+    // Location cannot change.
+    let mut doc = group_doc();
+    doc["location"] = "eastus".into();
+    let r = a.call(Method::PUT, &uri, Some(doc)).await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "InvalidResourceLocation"));
+}
+
+#[tokio::test]
+async fn racing_creates_make_one_group() {
+    let a = app();
+    a.rg("rg").await;
+    let (r1, r2) = tokio::join!(a.create("rg", "g"), a.create("rg", "g"));
+    let mut codes = vec![r1.status, r2.status];
+    codes.sort();
+    assert_eq!(codes, vec![StatusCode::OK, StatusCode::CREATED]);
+    assert_eq!(a.record("rg", "g").await.unwrap().0.generation, 1);
+}
+
+#[tokio::test]
+async fn list_and_paging() {
+    let a = app_with(ApiConfig { page_size: 2, ..ApiConfig::default() });
+    a.rg("rg1").await;
+    a.rg("rg2").await;
+    for n in ["a1", "a2", "a3", "a4", "a5"] {
+        assert_eq!(a.create("rg1", n).await.status, StatusCode::CREATED);
+    }
+    assert_eq!(a.create("rg2", "b1").await.status, StatusCode::CREATED);
+
+    async fn follow(a: &App, first: String) -> (Vec<String>, usize) {
+        let mut names = Vec::new();
+        let mut uri = Some(first);
+        let mut pages = 0;
+        while let Some(u) = uri {
+            let r = a.call(Method::GET, &u, None).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+            pages += 1;
+            for item in r.body["value"].as_array().unwrap() {
+                assert!(item["properties"].get("instanceView").is_none(), "lists omit the instance view");
+                assert!(item["properties"]["containers"][0]["properties"].get("instanceView").is_none());
+                names.push(item["name"].as_str().unwrap().to_string());
+            }
+            uri = r.body.get("nextLink").and_then(Value::as_str).map(local);
+        }
+        (names, pages)
+    }
+    let (names, pages) = follow(&a, format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.ContainerInstance/containerGroups?{V}")).await;
+    assert_eq!(names, vec!["a1", "a2", "a3", "a4", "a5"]);
+    assert_eq!(pages, 3);
+    let (names, _) = follow(&a, format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/containerGroups?{V}")).await;
+    assert_eq!(names, vec!["a1", "a2", "a3", "a4", "a5", "b1"]);
+    let (names, pages) = follow(&a, format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/containerGroups?{V}&$top=4")).await;
+    assert_eq!((names.len(), pages), (6, 2));
+    // Exactly one page: no nextLink.
+    let r = a.call(Method::GET, &format!("/subscriptions/{SUB}/resourceGroups/rg2/providers/Microsoft.ContainerInstance/containerGroups?{V}"), None).await;
+    assert!(r.body.get("nextLink").is_none());
+    // Missing resource group: 404; other subscription: empty.
+    let r = a.call(Method::GET, &format!("/subscriptions/{SUB}/resourceGroups/zz/providers/Microsoft.ContainerInstance/containerGroups?{V}"), None).await;
+    assert_eq!(r.code(), "ResourceGroupNotFound");
+    let r = a.call(Method::GET, &format!("/subscriptions/other/providers/Microsoft.ContainerInstance/containerGroups?{V}"), None).await;
+    assert_eq!(r.body, json!({"value": []}));
+}
+
+#[tokio::test]
+async fn patch_tags() {
+    let a = app();
+    a.rg("rg").await;
+    a.create("rg", "g").await;
+    let uri = format!("{}?{V}", path("rg", "g"));
+    let r = a.call(Method::PATCH, &uri, Some(json!({"tags": {"probe": "updated"}}))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["tags"], json!({"probe": "updated"}));
+    assert_eq!(a.call(Method::GET, &uri, None).await.body["tags"], json!({"probe": "updated"}));
+    assert_eq!(a.record("rg", "g").await.unwrap().0.generation, 1);
+    let r = a.raw(Method::PATCH, &uri, b"[]".to_vec()).await;
+    assert_eq!(r.code(), "InvalidRequestContent");
+    let r = a.call(Method::PATCH, &format!("{}?{V}", path("rg", "nope")), Some(json!({"tags": {}}))).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn delete_is_202_then_204_once_the_agent_is_done() {
+    let a = app();
+    a.rg("rg").await;
+    a.create("rg", "g").await;
+    let uri = format!("{}?{V}", path("rg", "g"));
+    let r = a.call(Method::DELETE, &uri, None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.raw);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let location = r.header("location").unwrap().to_string();
+    assert!(location.starts_with(&format!("http://skiff.test:8080/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/locations/westus/operationResults/")), "{location}");
+    let op_url = r.header("azure-asyncoperation").unwrap().to_string();
+    let id = op_id_of(&op_url);
+    assert_eq!(op_id_of(&location), id);
+    assert_eq!(r.body["properties"]["provisioningState"], "Deleting");
+
+    // Still visible while the agent tears it down; mutations conflict; DELETE again is 202.
+    let g = a.call(Method::GET, &uri, None).await;
+    assert_eq!(g.body["properties"]["provisioningState"], "Deleting");
+    assert_eq!(a.call(Method::PUT, &uri, Some(group_doc())).await.status, StatusCode::CONFLICT);
+    assert_eq!(a.call(Method::POST, &format!("{}/start?{V}", path("rg", "g")), None).await.status, StatusCode::CONFLICT);
+    let again = a.call(Method::DELETE, &uri, None).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(op_id_of(again.header("azure-asyncoperation").unwrap()), id);
+    assert_eq!(a.call(Method::GET, &local(&location), None).await.status, StatusCode::ACCEPTED);
+
+    // The create operation that was in flight is canceled.
+    let (rec, _) = a.record("rg", "g").await.unwrap();
+    assert_eq!(rec.desired, skiff_model::records::Desired::Deleted);
+
+    // Simulate the agent: remove the record, complete the op.
+    a.store.delete(&rec.key(), Expect::Any).await.unwrap();
+    let mut o = a.op(&id).await;
+    o.status = OperationStatus::Succeeded;
+    a.store.put(&operation_key(&id), serde_json::to_vec(&o).unwrap(), Expect::Any).await.unwrap();
+    assert_eq!(a.call(Method::GET, &local(&op_url), None).await.body["status"], "Succeeded");
+    assert_eq!(a.call(Method::GET, &local(&location), None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(a.call(Method::GET, &uri, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.call(Method::DELETE, &uri, None).await.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn start_stop_restart() {
+    let a = app();
+    a.rg("rg").await;
+    let created = a.create("rg", "g").await;
+    let create_op = op_id_of(created.header("azure-asyncoperation").unwrap());
+    let p = path("rg", "g");
+    // Running (Pending, not terminal): start is a no-op.
+    let r = a.call(Method::POST, &format!("{p}/start?{V}"), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.header("azure-asyncoperation").is_none());
+    // Stop: 204, not an LRO; cancels the create in flight.
+    let r = a.call(Method::POST, &format!("{p}/stop?{V}"), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.header("azure-asyncoperation").is_none());
+    let (rec, _) = a.record("rg", "g").await.unwrap();
+    assert_eq!(rec.desired, skiff_model::records::Desired::Stopped);
+    assert_eq!(a.op(&create_op).await.status, OperationStatus::Canceled);
+    assert_eq!(a.call(Method::POST, &format!("{p}/stop?{V}"), None).await.status, StatusCode::NO_CONTENT);
+    // Start a stopped group: 202 LRO, new generation.
+    let r = a.call(Method::POST, &format!("{p}/start?{V}"), None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let start_op = a.call(Method::GET, &local(r.header("azure-asyncoperation").unwrap()), None).await;
+    assert_eq!(start_op.body["status"], "InProgress");
+    let (rec, _) = a.record("rg", "g").await.unwrap();
+    assert_eq!((rec.desired, rec.generation), (skiff_model::records::Desired::Running, 2));
+    // Terminal instance view (e.g. the agent reports Succeeded): start is an LRO again.
+    let (mut rec, rev) = a.record("rg", "g").await.unwrap();
+    rec.group_view.state = Some("Succeeded".into());
+    a.store.put(&rec.key(), serde_json::to_vec(&rec).unwrap(), Expect::ModRevision(rev)).await.unwrap();
+    assert_eq!(a.call(Method::POST, &format!("{p}/start?{V}"), None).await.status, StatusCode::ACCEPTED);
+    // Restart: 204 with LRO headers, new generation.
+    let r = a.call(Method::POST, &format!("{p}/restart?{V}"), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let op = a.call(Method::GET, &local(r.header("azure-asyncoperation").unwrap()), None).await;
+    assert_eq!(op.body["status"], "InProgress");
+    assert_eq!(a.record("rg", "g").await.unwrap().0.generation, 4);
+    // Missing group: 404 for all three.
+    for verb in ["start", "stop", "restart"] {
+        let r = a.call(Method::POST, &format!("{}/{verb}?{V}", path("rg", "nope")), None).await;
+        assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "ResourceNotFound"), "{verb}");
+    }
+}
+
+#[tokio::test]
+async fn paths_are_case_insensitive_and_tolerate_double_slashes() {
+    let a = app();
+    a.rg("Demo").await;
+    let r = a.call(Method::PUT, &format!("/subscriptions/{SUB}/resourcegroups/Demo/providers/Microsoft.ContainerInstance//containerGroups/web?{V}"), Some(group_doc())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    let r = a.call(Method::GET, &format!("/SUBSCRIPTIONS/{SUB}/RESOURCEGROUPS/demo/PROVIDERS/microsoft.containerinstance/CONTAINERGROUPS/web?{V}"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["id"], format!("/subscriptions/{SUB}/resourceGroups/Demo/providers/Microsoft.ContainerInstance/containerGroups/web"));
+    let r = a.call(Method::GET, &format!("/subscriptions/{SUB}/resourceGroups/DEMO/providers/Microsoft.ContainerInstance/containerGroups?{V}"), None).await;
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods() {
+    let a = app();
+    let r = a.call(Method::GET, &format!("/nothing/here?{V}"), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = a.call(Method::GET, &format!("{}/frobnicate?{V}", path("rg", "g")), None).await;
+    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "InvalidResourceType"));
+    let r = a.call(Method::POST, &format!("{}?{V}", path("rg", "g")), None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    let r = a.call(Method::GET, &format!("{}/containers/c1/exec?{V}", path("rg", "g")), None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn body_limit_is_an_arm_error() {
+    let a = app();
+    a.rg("rg").await;
+    let big = vec![b' '; skiff_api::MAX_BODY_BYTES + 10];
+    let r = a.raw(Method::PUT, &format!("{}?{V}", path("rg", "g")), big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.code(), "RequestEntityTooLarge");
+}
+
+#[tokio::test]
+async fn logs_and_outbound_endpoints() {
+    let a = app();
+    a.rg("rg").await;
+    a.create("rg", "g").await;
+    let p = path("rg", "g");
+    let r = a.call(Method::GET, &format!("{p}/containers/c1/logs?{V}&tail=10&timestamps=true"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, json!({"content": "logs of g/c1 tail=Some(10) ts=true\n"}));
+    let r = a.call(Method::GET, &format!("{p}/containers/c1/logs?{V}"), None).await;
+    assert_eq!(r.body["content"], "logs of g/c1 tail=None ts=false\n");
+    let r = a.call(Method::GET, &format!("{p}/containers/zz/logs?{V}"), None).await;
+    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "ContainerNotFound"));
+    let r = a.call(Method::GET, &format!("{p}/containers/c1/logs?{V}&tail=x"), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = a.call(Method::GET, &format!("{}/containers/c1/logs?{V}", path("rg", "nope")), None).await;
+    assert_eq!(r.code(), "ResourceNotFound");
+    let r = a.call(Method::GET, &format!("{p}/outboundNetworkDependenciesEndpoints?{V}"), None).await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!([])));
+}
+
+#[tokio::test]
+async fn location_and_provider_endpoints() {
+    let a = app();
+    a.rg("rg").await;
+    a.create("rg", "g").await;
+    let base = format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/locations/westus");
+    let r = a.call(Method::GET, &format!("{base}/usages?{V}"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.body["value"].as_array().unwrap();
+    assert_eq!(v[0]["name"]["value"], "ContainerGroups");
+    assert_eq!(v[0]["currentValue"], 1);
+    assert_eq!(v[0]["unit"], "Count");
+    assert_eq!(v[1]["name"]["value"], "StandardCores");
+    assert_eq!(v[1]["currentValue"], 1);
+    let r = a.call(Method::GET, &format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/locations/eastus/usages?{V}"), None).await;
+    assert_eq!(r.body["value"][0]["currentValue"], 0);
+
+    let r = a.call(Method::GET, &format!("{base}/capabilities?{V}"), None).await;
+    let c = &r.body["value"][0];
+    assert_eq!((c["osType"].as_str(), c["gpu"].as_str()), (Some("Linux"), Some("None")));
+    assert_eq!(c["capabilities"]["maxCpu"], 4.0);
+    assert_eq!(c["capabilities"]["maxGpuCount"], 0);
+
+    let r = a.call(Method::GET, &format!("{base}/cachedImages?{V}"), None).await;
+    assert_eq!(r.body, json!({"value": [{"osType": "Linux", "image": "busybox:latest"}]}));
+
+    let r = a.call(Method::GET, &format!("/providers/Microsoft.ContainerInstance/operations?{V}"), None).await;
+    let ops = r.body["value"].as_array().unwrap();
+    assert!(ops.iter().any(|o| o["name"] == "Microsoft.ContainerInstance/containerGroups/read"));
+    assert!(ops.iter().all(|o| o["origin"] == "User" && o["display"]["provider"] == "Microsoft.ContainerInstance"));
+}
+
+#[tokio::test]
+async fn resource_groups() {
+    let a = app();
+    let rg = format!("/subscriptions/{SUB}/resourcegroups/Demo?api-version=2021-04-01");
+    let r = a.call(Method::PUT, &rg, Some(json!({"location": "West US", "tags": {"a": "b"}}))).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.body["id"], format!("/subscriptions/{SUB}/resourceGroups/Demo"));
+    assert_eq!(r.body["location"], "westus");
+    assert_eq!(r.body["properties"]["provisioningState"], "Succeeded");
+    let r = a.call(Method::PUT, &rg, Some(json!({"location": "westus"}))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["tags"], json!({}));
+    let r = a.call(Method::PUT, &rg, Some(json!({"location": "eastus"}))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = a.call(Method::PUT, &format!("/subscriptions/{SUB}/resourcegroups/x?api-version=2021-04-01"), Some(json!({}))).await;
+    assert_eq!(r.code(), "LocationRequired");
+    assert_eq!(a.call(Method::GET, &rg, None).await.body["name"], "Demo");
+    assert_eq!(a.call(Method::HEAD, &rg, None).await.status, StatusCode::NO_CONTENT);
+    let missing = format!("/subscriptions/{SUB}/resourcegroups/none?api-version=2021-04-01");
+    assert_eq!(a.call(Method::HEAD, &missing, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.call(Method::GET, &missing, None).await.code(), "ResourceGroupNotFound");
+    let r = a.call(Method::GET, &format!("/subscriptions/{SUB}/resourcegroups?api-version=2021-04-01"), None).await;
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 1);
+
+    // Deleting the resource group marks its container groups for deletion.
+    a.create("Demo", "g1").await;
+    a.create("Demo", "g2").await;
+    let r = a.call(Method::DELETE, &rg, None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    for n in ["g1", "g2"] {
+        let (rec, _) = a.record("demo", n).await.unwrap();
+        assert_eq!(rec.provisioning_state, "Deleting");
+        let op = a.op(rec.pending_operation.as_deref().unwrap()).await;
+        assert_eq!(op.kind, skiff_model::records::OperationKind::Delete);
+    }
+    assert_eq!(a.call(Method::GET, &rg, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.call(Method::DELETE, &rg, None).await.status, StatusCode::NOT_FOUND);
+    let empty = format!("/subscriptions/{SUB}/resourcegroups/empty?api-version=2021-04-01");
+    a.call(Method::PUT, &empty, Some(json!({"location": "westus"}))).await;
+    assert_eq!(a.call(Method::DELETE, &empty, None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn spec_examples() {
+    let a = app();
+    a.rg("demo").await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../spec/examples");
+    let read = |f: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(format!("{dir}/{f}")).unwrap()).unwrap() };
+
+    // The create example asks for a GPU: refused with a 4xx naming the reason.
+    let ex = read("ContainerGroupsCreateOrUpdate.json");
+    let doc = ex["parameters"]["containerGroup"].clone();
+    let r = a.call(Method::PUT, &format!("{}?{V}", path("demo", "demo1")), Some(doc.clone())).await;
+    assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "GpuNotAvailable"));
+    // Without the GPU it is accepted, and none of its secrets come back.
+    let mut doc = doc;
+    doc["properties"]["containers"][0]["properties"]["resources"]["requests"].as_object_mut().unwrap().remove("gpu");
+    let r = a.call(Method::PUT, &format!("{}?{V}", path("demo", "demo1")), Some(doc)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    assert_eq!(r.body["location"], "westus");
+    for secret in ["accountKey", "SecretValue1InBase64"] {
+        assert!(!r.raw.contains(secret), "{secret} leaked");
+    }
+    assert!(r.body["properties"]["diagnostics"]["logAnalytics"].get("workspaceKey").is_none());
+    let g = a.call(Method::GET, &format!("{}?{V}", path("demo", "demo1")), None).await;
+    assert!(!g.raw.contains("accountKey") && !g.raw.contains("SecretValue1InBase64"));
+
+    // Response bodies of the examples, PUT back: never a server error.
+    for f in ["ContainerGroupsGet_Succeeded.json", "ContainerGroupsGet_Failed.json", "ContainerGroupsDelete.json"] {
+        let ex = read(f);
+        let body = ex["responses"]["200"]["body"].clone();
+        let name = body["name"].as_str().unwrap().to_string();
+        a.store.delete(&group_key(SUB, "demo", &name), Expect::Any).await.unwrap();
+        let r = a.call(Method::PUT, &format!("{}?{V}", path("demo", &name)), Some(body)).await;
+        assert!(r.status.as_u16() < 500, "{f}: {} {}", r.status, r.raw);
+    }
+}
+
+#[tokio::test]
+async fn quotas_are_enforced_on_create() {
+    let a = app_with(ApiConfig { quota_groups: 2, quota_cores: 100, ..ApiConfig::default() });
+    a.rg("rg").await;
+    assert_eq!(a.create("rg", "g1").await.status, StatusCode::CREATED);
+    assert_eq!(a.create("rg", "g2").await.status, StatusCode::CREATED);
+    let r = a.create("rg", "g3").await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "ContainerGroupQuotaReached"));
+    // Updating an existing group is not a new group.
+    assert_eq!(a.create("rg", "g2").await.status, StatusCode::OK);
+
+    let a = app_with(ApiConfig { quota_cores: 1, ..ApiConfig::default() });
+    a.rg("rg").await;
+    assert_eq!(a.create("rg", "g1").await.status, StatusCode::CREATED);
+    let r = a.create("rg", "g2").await;
+    assert_eq!(r.code(), "ContainerGroupQuotaReached");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("StandardCores"));
+}
