@@ -71,7 +71,7 @@ pub fn container_views(status: &rt::GroupStatus, previous: &BTreeMap<String, Con
 
 /// Group state of the app containers in `names`.
 pub fn group_state(restart_policy: &str, stopped: bool, names: &[&str], views: &BTreeMap<String, ContainerInstanceView>) -> GroupState {
-    let states: Vec<Option<&ContainerState>> = names.iter().map(|n| views.get(*n).and_then(|v| v.current_state.as_ref())).collect();
+    let states: Vec<Option<&ContainerInstanceView>> = names.iter().map(|n| views.get(*n)).collect();
     derive_group_state(restart_policy, stopped, &states)
 }
 

@@ -1,0 +1,83 @@
+//! `skiff server`: the store, the node agent and the ARM API in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use skiff_agent::{Agent, AgentConfig};
+use skiff_api::{ApiConfig, Node};
+use skiff_cli::ServerArgs;
+use skiff_model::records::GroupRecord;
+use skiff_model::ArmError;
+use skiff_store::{SqliteStore, Store};
+
+/// Host-local reads the API needs, served by this node's agent.
+struct AgentNode(Agent);
+
+#[async_trait::async_trait]
+impl Node for AgentNode {
+    async fn logs(&self, group: &GroupRecord, container: &str, tail: Option<usize>, timestamps: bool) -> Result<String, ArmError> {
+        let agent = self.0.clone();
+        let group = group.clone();
+        let container = container.to_string();
+        tokio::task::spawn_blocking(move || agent.logs(&group, &container, tail, timestamps))
+            .await
+            .map_err(|e| ArmError::internal(format!("reading logs failed: {e}")))?
+            .map_err(|e| ArmError::internal(format!("reading logs failed: {e}")))
+    }
+
+    async fn cached_images(&self) -> Vec<String> {
+        self.0.cached_images()
+    }
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let data_dir = args.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("skiff.db")).context("opening the store")?);
+
+    let exe = std::env::current_exe().context("finding the skiff executable")?;
+    let mut cfg = AgentConfig::with_defaults(data_dir.clone(), exe);
+    cfg.runtime.binary = which(&args.runtime).with_context(|| format!("finding the OCI runtime '{}'", args.runtime))?;
+    cfg.insecure_registries = args.insecure_registry.clone();
+    cfg.stop_grace = Duration::from_millis(args.stop_grace_ms);
+    cfg.cgroup_parent = args.cgroup_parent.clone();
+    cfg.netns_dir = args.run_dir.clone().join("netns");
+    cfg.runtime.root = args.run_dir.clone().join("crun");
+    cfg.backoff_initial_ms = args.restart_backoff_ms;
+    let agent = Agent::start(Arc::clone(&store), cfg).await.context("starting the agent")?;
+
+    let api_cfg = ApiConfig { location: args.location.clone(), page_size: args.page_size, ..ApiConfig::default() };
+    let app = skiff_api::router(Arc::clone(&store), Arc::new(AgentNode(agent)), api_cfg);
+    let addr: SocketAddr = args.listen.parse().with_context(|| format!("invalid --listen address '{}'", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    tracing::info!(%addr, data_dir = %data_dir.display(), "skiff server ready");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving the API")?;
+    tracing::info!("skiff server stopped; container groups keep running under their supervisors");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn which(name: &str) -> anyhow::Result<PathBuf> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()).with_context(|| format!("'{name}' is not on PATH (install it, e.g. apt-get install {name})"))
+}
