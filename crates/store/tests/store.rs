@@ -1,4 +1,4 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use skiff_store::*;
@@ -542,55 +542,4 @@ fn rusqlite_conn(path: &std::path::Path) -> rusqlite::Connection {
         .unwrap();
     assert_eq!(v, 1);
     c
-}
-
-/// Measures put latency for FULL vs NORMAL. Run with
-/// `cargo test -p skiff-store --release --test store put_latency -- --ignored --nocapture`.
-#[tokio::test]
-#[ignore]
-async fn put_latency() {
-    for sync in [Synchronous::Full, Synchronous::Normal] {
-        let dir =
-            tempfile::tempdir_in(std::env::var("SKIFF_BENCH_DIR").unwrap_or_else(|_| ".".into()))
-                .unwrap();
-        let s = open_opts(
-            &dir,
-            SqliteOptions {
-                synchronous: sync,
-                ..Default::default()
-            },
-        );
-        let n = 500;
-        let mut lat = Vec::with_capacity(n);
-        let value = vec![b'x'; 1024];
-        for i in 0..n {
-            let t = Instant::now();
-            s.put(&format!("/bench/{i}"), value.clone(), Expect::Any)
-                .await
-                .unwrap();
-            lat.push(t.elapsed());
-        }
-        lat.sort();
-        let t = Instant::now();
-        let mut tasks = Vec::new();
-        for i in 0..n {
-            let s = s.clone();
-            let v = value.clone();
-            tasks.push(tokio::spawn(async move {
-                s.put(&format!("/conc/{i}"), v, Expect::Any).await.unwrap()
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        let conc = t.elapsed();
-        println!(
-            "{sync:?}: sequential 1KiB put p50={:?} p99={:?} max={:?}; {n} concurrent puts in {:?} ({:.0}/s)",
-            lat[n / 2],
-            lat[n * 99 / 100],
-            lat[n - 1],
-            conc,
-            n as f64 / conc.as_secs_f64()
-        );
-    }
 }
