@@ -132,8 +132,24 @@ async fn delete_and_wait(ctx: &Ctx, rg: &str, name: &str) -> Result<(), CliError
     }
 }
 
+/// podman's defaults do not work on a host without systemd whose root lacks
+/// CAP_SYS_RESOURCE (its default rlimits exceed the hard limits); unless the operator gave a
+/// `CONTAINERS_CONF`, the peer runs with cgroupfs and rlimits within the hard limits.
+fn podman_conf() -> Option<std::path::PathBuf> {
+    if std::env::var_os("CONTAINERS_CONF").is_some() {
+        return None;
+    }
+    let path = std::env::temp_dir().join("skiff-bench-containers.conf");
+    let conf = "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n";
+    std::fs::write(&path, conf).ok().map(|_| path)
+}
+
 async fn podman(args: &[&str]) -> Result<(), String> {
-    let out = tokio::process::Command::new("podman")
+    let mut cmd = tokio::process::Command::new("podman");
+    if let Some(conf) = podman_conf() {
+        cmd.env("CONTAINERS_CONF", conf);
+    }
+    let out = cmd
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()

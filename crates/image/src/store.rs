@@ -401,7 +401,7 @@ impl ImageStore {
     /// Fast path: the locally recorded image for `reference`, without
     /// contacting any registry (one small file read).
     pub fn lookup(&self, reference: &str) -> Result<Option<ResolvedImage>, ImageError> {
-        let canonical = parse_reference(reference)?.to_canonical();
+        let canonical = parse_reference(reference)?.to_string();
         match Self::read_record(&self.record_path(&canonical))? {
             Some(r) => self.resolved(&r).map(Some),
             None => Ok(None),
@@ -487,7 +487,7 @@ impl ImageStore {
         progress: &(dyn Fn(PullProgress) + Send + Sync),
     ) -> Result<ResolvedImage, ImageError> {
         let parsed = parse_reference(reference)?;
-        let canonical = parsed.to_canonical();
+        let canonical = parsed.to_string();
         let registry = parsed.registry.clone();
         let oref: oci_client::Reference =
             canonical

@@ -20,6 +20,7 @@ pub struct ImageRefError {
 }
 
 pub const DEFAULT_REGISTRY: &str = "docker.io";
+const DOCKER_HUB_ALIASES: &[&str] = &["index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"];
 
 impl ImageRef {
     pub fn parse(input: &str) -> Result<ImageRef, ImageRefError> {
@@ -49,6 +50,8 @@ impl ImageRef {
             Some((first, remainder)) if looks_like_registry(first) => (first.to_string(), remainder.to_string()),
             _ => (DEFAULT_REGISTRY.to_string(), name.to_string()),
         };
+        // Docker Hub's other names are the same registry.
+        let registry = if DOCKER_HUB_ALIASES.contains(&registry.as_str()) { DEFAULT_REGISTRY.to_string() } else { registry };
         if !is_valid_registry(&registry) {
             return Err(err("registry must be a host name or address with an optional port"));
         }
@@ -88,9 +91,17 @@ fn looks_like_registry(first: &str) -> bool {
 }
 
 fn is_valid_registry(r: &str) -> bool {
-    let (host, port) = match r.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || r.starts_with('[') => (h, Some(p)),
-        _ => (r, None),
+    let (host, port) = if r.starts_with('[') {
+        match r.find(']') {
+            Some(end) if end + 1 == r.len() => (r, None),
+            Some(end) if r[end + 1..].starts_with(':') => (&r[..=end], Some(&r[end + 2..])),
+            _ => return false,
+        }
+    } else {
+        match r.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (r, None),
+        }
     };
     let host_ok = if host.starts_with('[') && host.ends_with(']') {
         host.len() > 2 && host[1..host.len() - 1].chars().all(|c| c.is_ascii_hexdigit() || c == ':')
@@ -167,6 +178,9 @@ mod tests {
         assert_eq!(p("mcr.microsoft.com/azuredocs/aci-helloworld"), "mcr.microsoft.com/azuredocs/aci-helloworld:latest");
         assert_eq!(p("127.0.0.1:5000/busybox:latest"), "127.0.0.1:5000/busybox:latest");
         assert_eq!(p("localhost/a/b/c:v1"), "localhost/a/b/c:v1");
+        assert_eq!(p("index.docker.io/library/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(p("[::1]:5000/x"), "[::1]:5000/x:latest");
+        assert_eq!(p("[::1]/x"), "[::1]/x:latest");
         let d = format!("sha256:{}", "a".repeat(64));
         assert_eq!(p(&format!("127.0.0.1:5000/busybox@{d}")), format!("127.0.0.1:5000/busybox@{d}"));
         assert_eq!(p(&format!("busybox:1@{d}")), format!("docker.io/library/busybox:1@{d}"));
