@@ -5,6 +5,7 @@
 //! to the store. The host is the truth for actual state: on start the agent re-adopts live
 //! supervisors and removes host objects no record owns, so a `kill -9` at any point converges.
 
+mod maintenance;
 mod owner;
 pub mod process;
 mod records;
@@ -151,6 +152,7 @@ impl Agent {
         owner::remove_orphans(&shared, &known).await;
         tokio::spawn(watch_loop(Arc::clone(&shared), revision));
         tokio::spawn(gc_loop(Arc::clone(&shared)));
+        tokio::spawn(maintenance::run(Arc::clone(&shared.store)));
         Ok(Agent { shared })
     }
 
