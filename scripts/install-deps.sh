@@ -10,7 +10,7 @@ exec </dev/null
 PACKAGES=(
   crun runc docker-registry skopeo umoci busybox-static nftables iproute2
   apache2-utils podman git jq curl python3-venv protobuf-compiler
-  ca-certificates
+  ca-certificates gcc libc6-dev python3
 )
 
 missing=()

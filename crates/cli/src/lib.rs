@@ -112,6 +112,9 @@ pub struct ServerArgs {
     /// Container groups per page in list responses (clients follow `nextLink`).
     #[arg(long, default_value_t = 100)]
     pub page_size: usize,
+    /// Most processes one group may have at once (its pids cgroup limit).
+    #[arg(long, default_value_t = 4096)]
+    pub group_pids_max: i64,
 }
 
 #[derive(Debug, Clone, Args)]

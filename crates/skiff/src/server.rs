@@ -51,6 +51,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     cfg.netns_dir = args.run_dir.clone().join("netns");
     cfg.runtime.root = args.run_dir.clone().join("crun");
     cfg.backoff_initial_ms = args.restart_backoff_ms;
+    cfg.pids_max = Some(args.group_pids_max);
     let agent = Agent::start(Arc::clone(&store), cfg).await.context("starting the agent")?;
 
     let api_cfg = ApiConfig { location: args.location.clone(), page_size: args.page_size, ..ApiConfig::default() };

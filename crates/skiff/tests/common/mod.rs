@@ -63,12 +63,19 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     pub run_dir: PathBuf,
     pub cgroup_parent: String,
+    /// Extra `skiff server` flags of this test.
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     http: reqwest::blocking::Client,
 }
 
 impl TestServer {
     pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    /// A server with extra `skiff server` flags.
+    pub fn start_with(extra_args: &[&str]) -> TestServer {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}-{n}", std::process::id());
         // Short paths: unix socket paths of supervisors live beneath the data dir.
@@ -80,6 +87,7 @@ impl TestServer {
             data_dir,
             run_dir,
             cgroup_parent: format!("skiff-e2e-{tag}"),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             child: None,
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client"),
         };
@@ -102,6 +110,7 @@ impl TestServer {
             .arg("--run-dir")
             .arg(&self.run_dir)
             .args(["--stop-grace-ms", "300", "--restart-backoff-ms", "200", "--page-size", "3"])
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
