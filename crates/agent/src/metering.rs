@@ -77,6 +77,8 @@ fn last_finish(status: &rt::GroupStatus) -> Option<i64> {
 
 #[derive(Default)]
 struct Seen {
+    /// This daemon started the next run itself (its history is not logged yet).
+    starting: bool,
     run: String,
     containers: HashMap<String, ContainerSnapshot>,
     ready: bool,
@@ -296,8 +298,8 @@ impl Meter {
             if fresh {
                 // A new supervisor run; after a daemon restart the status of an adopted run
                 // is the baseline (its history was logged by the previous daemon).
-                let adopted = s.run.is_empty() && status.containers.iter().any(|c| c.current_state.state != rt::State::Waiting || c.restart_count > 0);
-                *s = Seen { run: run.clone(), containers: HashMap::new(), ready: adopted && status.all_running() };
+                let adopted = s.run.is_empty() && !s.starting && status.containers.iter().any(|c| c.current_state.state != rt::State::Waiting || c.restart_count > 0);
+                *s = Seen { starting: false, run: run.clone(), containers: HashMap::new(), ready: adopted && status.all_running() };
                 if adopted {
                     s.containers = status.containers.iter().map(|c| (c.name.clone(), snapshot(c))).collect();
                     return;
@@ -329,6 +331,11 @@ impl Meter {
             };
             self.event(g, container.as_deref(), &kind, &message, exit, rc, Some(at)).await;
         }
+    }
+
+    /// Hook: the owner is about to start a new supervisor run for the group.
+    pub fn run_starting(&self, uid: &str) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).entry(uid.to_string()).or_default().starting = true;
     }
 
     /// Forget the per-run state of a deleted group.

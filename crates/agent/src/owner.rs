@@ -312,6 +312,7 @@ impl Owner {
         plan.save(&self.dir).map_err(|e| ProvisionError::internal(format!("writing the group plan: {e}")))?;
         let exe = cfg.exe.clone();
         let dir = self.dir.clone();
+        self.sh.meter.run_starting(&self.rec.uid);
         tokio::task::spawn_blocking(move || skiff_runtime::spawn_supervisor(&exe, &dir))
             .await
             .map_err(|e| ProvisionError::internal(format!("starting the supervisor: {e}")))?

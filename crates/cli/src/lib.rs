@@ -120,23 +120,23 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 100)]
     pub page_size: usize,
     /// Per-subscription quota: container groups per location.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "SKIFF_QUOTA_CONTAINER_GROUPS", default_value_t = 1000)]
     pub quota_container_groups: u64,
     /// Per-subscription quota: cores (whole cores allocated to groups) per location.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "SKIFF_QUOTA_CORES", default_value_t = 1000)]
     pub quota_cores: u64,
     /// Per-subscription quota: memory (GB) allocated to groups per location.
-    #[arg(long, default_value_t = 4000.0)]
+    #[arg(long, env = "SKIFF_QUOTA_MEMORY_GB", default_value_t = 4000.0)]
     pub quota_memory_gb: f64,
     /// How often the running time of groups is written to their usage records (at most this
     /// much billable time is lost when the daemon is killed).
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, env = "SKIFF_USAGE_FLUSH_MS", default_value_t = 60_000)]
     pub usage_flush_ms: u64,
     /// Days closed usage records are kept.
-    #[arg(long, default_value_t = 90.0)]
+    #[arg(long, env = "SKIFF_USAGE_RETENTION_DAYS", default_value_t = 90.0)]
     pub usage_retention_days: f64,
     /// Days lifecycle events are kept.
-    #[arg(long, default_value_t = 7.0)]
+    #[arg(long, env = "SKIFF_EVENT_RETENTION_DAYS", default_value_t = 7.0)]
     pub event_retention_days: f64,
 }
 

@@ -206,6 +206,10 @@ pub fn container_transitions(prev: Option<&ContainerSnapshot>, next: &ContainerS
     }
     let prev_start = prev.and_then(|p| p.current_start_ms);
     for t in &ends {
+        // A run that started and ended between two statuses shows only as a termination.
+        if let Some(st) = t.0.filter(|st| prev_start != Some(*st)) {
+            out.push(("Started".to_string(), None, None, st));
+        }
         out.push(("Terminated".to_string(), t.2, Some(t.3.clone()), t.1));
     }
     if let Some(p) = prev {
@@ -284,6 +288,8 @@ mod tests {
         assert_eq!((t[0].1, t[0].2.as_deref()), (Some(137), Some("OOMKilled")));
         let d = snap(true, 1, Some(30), &[(10, 20, 137, "OOMKilled")]);
         assert_eq!(kinds(&container_transitions(Some(&c), &d, 31)), ["Restarted", "Started"]);
+        // First seen already exited: the start is still reported.
+        assert_eq!(kinds(&container_transitions(None, &c, 21)), ["Created", "Started", "Terminated"]);
         // Nothing new: nothing emitted.
         assert!(container_transitions(Some(&d), &d, 32).is_empty());
         // Exit and restart seen in one status.
