@@ -6,6 +6,7 @@
 //! supervisors and removes host objects no record owns, so a `kill -9` at any point converges.
 
 mod maintenance;
+pub mod metering;
 mod owner;
 pub mod process;
 mod records;
@@ -40,6 +41,8 @@ pub struct AgentConfig {
     pub stop_grace: Duration,
     pub pids_max: Option<i64>,
     pub gc_interval: Duration,
+    /// Usage metering and event log settings.
+    pub meter: metering::MeterConfig,
 }
 
 impl AgentConfig {
@@ -57,6 +60,7 @@ impl AgentConfig {
             stop_grace: Duration::from_secs(10),
             pids_max: Some(4096),
             gc_interval: Duration::from_secs(600),
+            meter: metering::MeterConfig::default(),
         }
     }
 }
@@ -87,6 +91,7 @@ pub(crate) struct Shared {
     pub cfg: AgentConfig,
     /// Owner task inboxes, by group uid.
     owners: Mutex<HashMap<String, mpsc::UnboundedSender<GroupRecord>>>,
+    pub meter: Arc<metering::Meter>,
 }
 
 impl Shared {
@@ -136,7 +141,8 @@ impl Agent {
             max_concurrent_layers: 4,
         })
         .map_err(AgentError::Images)?;
-        let shared = Arc::new(Shared { store, images, cfg, owners: Mutex::new(HashMap::new()) });
+        let meter = Arc::new(metering::Meter::new(Arc::clone(&store), cfg.meter.clone()));
+        let shared = Arc::new(Shared { store, images, cfg, owners: Mutex::new(HashMap::new()), meter });
 
         let (groups, revision) = shared.store.list(GROUPS_PREFIX, None, None).await.map_err(|source| AgentError::Store { context: "listing groups", source })?;
         let mut known = HashSet::new();
@@ -150,6 +156,8 @@ impl Agent {
             }
         }
         owner::remove_orphans(&shared, &known).await;
+        shared.meter.close_orphans(&known).await;
+        tokio::spawn(metering::flush_loop(Arc::clone(&shared.meter)));
         tokio::spawn(watch_loop(Arc::clone(&shared), revision));
         tokio::spawn(gc_loop(Arc::clone(&shared)));
         tokio::spawn(maintenance::run(Arc::clone(&shared.store)));

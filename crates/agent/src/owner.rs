@@ -140,6 +140,8 @@ impl Owner {
         match self.rec.desired {
             Desired::Deleted => {
                 self.teardown().await;
+                self.sh.meter.event(&self.rec, None, "Deleted", "container group deleted", None, None, None).await;
+                self.sh.meter.forget(&self.rec.uid);
                 if let Err(e) = remove_group(self.sh.store.as_ref(), &self.rec, &now()).await {
                     tracing::error!(group = %self.rec.name, error = %e, "removing the group record failed");
                 }
@@ -148,6 +150,7 @@ impl Owner {
             }
             Desired::Stopped => {
                 self.stop_supervisor().await;
+                self.sh.meter.event(&self.rec, None, "Stopped", "container group stopped", None, None, None).await;
                 self.unmount_all();
                 self.applied = Some(want);
                 let final_status = skiff_runtime::read_status_file(&self.dir).ok();
@@ -174,6 +177,7 @@ impl Owner {
             }
             Desired::Running => {
                 self.applied = Some(want);
+                self.sh.meter.event(&self.rec, None, "Pending", &format!("provisioning generation {}", want.1), None, None, None).await;
                 if let Err(err) = self.provision().await {
                     self.fail_provisioning(err).await;
                 }
@@ -196,6 +200,9 @@ impl Owner {
     async fn stop_supervisor(&mut self) {
         self.watch = None;
         if !skiff_runtime::is_alive(&self.dir).await {
+            // Metering: an interval left open by a supervisor that died unseen ends at its
+            // last flush (or the finish time its status file records).
+            self.sh.meter.close(&self.rec, skiff_runtime::read_status_file(&self.dir).ok().as_ref(), None).await;
             return;
         }
         match SupervisorClient::connect(&self.dir).await {
@@ -206,6 +213,12 @@ impl Owner {
             }
             Err(e) => tracing::warn!(group = %self.rec.name, error = %e, "cannot reach the supervisor to stop it"),
         }
+        // Metering and events: the final status closes the interval at the containers' finish.
+        let final_status = skiff_runtime::read_status_file(&self.dir).ok();
+        if let Some(st) = &final_status {
+            self.sh.meter.on_status(&self.rec, st).await;
+        }
+        self.sh.meter.close(&self.rec, final_status.as_ref(), Some(crate::metering::now_ms())).await;
     }
 
     fn unmount_all(&self) {
@@ -299,6 +312,7 @@ impl Owner {
         plan.save(&self.dir).map_err(|e| ProvisionError::internal(format!("writing the group plan: {e}")))?;
         let exe = cfg.exe.clone();
         let dir = self.dir.clone();
+        self.sh.meter.run_starting(&self.rec.uid);
         tokio::task::spawn_blocking(move || skiff_runtime::spawn_supervisor(&exe, &dir))
             .await
             .map_err(|e| ProvisionError::internal(format!("starting the supervisor: {e}")))?
@@ -400,6 +414,9 @@ impl Owner {
     }
 
     async fn record_event(&self, containers: &[String], name: &str, message: &str, warning: bool) {
+        for c in containers {
+            self.sh.meter.event(&self.rec, Some(c), name, message, None, None, None).await;
+        }
         let ts = now();
         let _ = update_group(self.sh.store.as_ref(), &self.rec.key(), |r| {
             for c in containers {
@@ -413,6 +430,7 @@ impl Owner {
 
     async fn fail_provisioning(&mut self, err: ProvisionError) {
         tracing::warn!(group = %self.rec.name, code = %err.code, message = %err.message, "provisioning failed");
+        self.sh.meter.event(&self.rec, err.container.as_deref(), "Failed", &format!("{}: {}", err.code, err.message), None, None, None).await;
         let gen = self.rec.generation;
         let ts = now();
         let op = self.rec.pending_operation.clone();
@@ -470,6 +488,7 @@ impl Owner {
         if status.generation != gen {
             return;
         }
+        self.sh.meter.on_status(&self.rec, status).await;
         let names = self.app_container_names();
         let mut finished_op = None;
         let result = update_group(self.sh.store.as_ref(), &self.rec.key(), |r| {

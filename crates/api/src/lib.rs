@@ -13,6 +13,7 @@ mod error;
 mod groups;
 mod handlers;
 mod lro;
+mod metering;
 mod resource_groups;
 pub mod route;
 
@@ -55,11 +56,13 @@ pub struct ApiConfig {
     pub quota_groups: u64,
     /// Cores a subscription's groups may use in a location (reported by `usages`).
     pub quota_cores: u64,
+    /// Memory (GB) a subscription's groups may use in a location (reported by `usages`).
+    pub quota_memory_gb: f64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000 }
+        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, quota_memory_gb: 4000.0 }
     }
 }
 

@@ -23,6 +23,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod metering;
 pub mod output;
 pub mod progress;
 
@@ -57,6 +58,8 @@ pub enum OutputFormat {
     Table,
     Yaml,
     Tsv,
+    /// Comma-separated values with a header (usage records; other commands print TSV).
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +78,10 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Billable usage records (vCPU-seconds, GB-seconds) of a time window (Skiff extension).
+    Usage(metering::UsageArgs),
+    /// The lifecycle event log of container groups; `--follow` streams new events (Skiff extension).
+    Events(metering::EventsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -115,6 +122,25 @@ pub struct ServerArgs {
     /// Most processes one group may have at once (its pids cgroup limit).
     #[arg(long, default_value_t = 4096)]
     pub group_pids_max: i64,
+    /// Per-subscription quota: container groups per location.
+    #[arg(long, env = "SKIFF_QUOTA_CONTAINER_GROUPS", default_value_t = 1000)]
+    pub quota_container_groups: u64,
+    /// Per-subscription quota: cores (whole cores allocated to groups) per location.
+    #[arg(long, env = "SKIFF_QUOTA_CORES", default_value_t = 1000)]
+    pub quota_cores: u64,
+    /// Per-subscription quota: memory (GB) allocated to groups per location.
+    #[arg(long, env = "SKIFF_QUOTA_MEMORY_GB", default_value_t = 4000.0)]
+    pub quota_memory_gb: f64,
+    /// How often the running time of groups is written to their usage records (at most this
+    /// much billable time is lost when the daemon is killed).
+    #[arg(long, env = "SKIFF_USAGE_FLUSH_MS", default_value_t = 60_000)]
+    pub usage_flush_ms: u64,
+    /// Days closed usage records are kept.
+    #[arg(long, env = "SKIFF_USAGE_RETENTION_DAYS", default_value_t = 90.0)]
+    pub usage_retention_days: f64,
+    /// Days lifecycle events are kept.
+    #[arg(long, env = "SKIFF_EVENT_RETENTION_DAYS", default_value_t = 7.0)]
+    pub event_retention_days: f64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -10,6 +10,7 @@ pub mod names;
 pub mod records;
 pub mod resources;
 pub mod state;
+pub mod usage;
 pub mod validate;
 
 pub use arm::ContainerGroup;

@@ -52,9 +52,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     cfg.runtime.root = args.run_dir.clone().join("crun");
     cfg.backoff_initial_ms = args.restart_backoff_ms;
     cfg.pids_max = Some(args.group_pids_max);
+    cfg.meter.flush = Duration::from_millis(args.usage_flush_ms.max(10));
+    cfg.meter.usage_retention = Duration::from_secs_f64(args.usage_retention_days.max(0.0) * 86_400.0);
+    cfg.meter.event_retention = Duration::from_secs_f64(args.event_retention_days.max(0.0) * 86_400.0);
     let agent = Agent::start(Arc::clone(&store), cfg).await.context("starting the agent")?;
 
-    let api_cfg = ApiConfig { location: args.location.clone(), page_size: args.page_size, ..ApiConfig::default() };
+    let api_cfg = ApiConfig {
+        location: args.location.clone(),
+        page_size: args.page_size,
+        quota_groups: args.quota_container_groups,
+        quota_cores: args.quota_cores,
+        quota_memory_gb: args.quota_memory_gb,
+        ..ApiConfig::default()
+    };
     let app = skiff_api::router(Arc::clone(&store), Arc::new(AgentNode(agent)), api_cfg);
     let addr: SocketAddr = args.listen.parse().with_context(|| format!("invalid --listen address '{}'", args.listen))?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
