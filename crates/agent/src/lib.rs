@@ -5,6 +5,7 @@
 //! to the store. The host is the truth for actual state: on start the agent re-adopts live
 //! supervisors and removes host objects no record owns, so a `kill -9` at any point converges.
 
+mod network;
 mod owner;
 pub mod process;
 mod records;
@@ -39,6 +40,9 @@ pub struct AgentConfig {
     pub stop_grace: Duration,
     pub pids_max: Option<i64>,
     pub gc_interval: Duration,
+    /// Group networking (bridge, addresses, public IPs, DNS); `None`: each group gets a
+    /// namespace with only `lo`.
+    pub network: Option<skiff_net::NetConfig>,
 }
 
 impl AgentConfig {
@@ -56,6 +60,7 @@ impl AgentConfig {
             stop_grace: Duration::from_secs(10),
             pids_max: Some(4096),
             gc_interval: Duration::from_secs(600),
+            network: None,
         }
     }
 }
@@ -72,6 +77,8 @@ pub enum AgentError {
         #[source]
         source: skiff_store::StoreError,
     },
+    #[error("cannot set up group networking")]
+    Network(#[source] skiff_net::NetError),
     #[error("{context}")]
     Io {
         context: String,
@@ -84,6 +91,7 @@ pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
     pub images: ImageStore,
     pub cfg: AgentConfig,
+    pub net: Option<skiff_net::Network>,
     /// Owner task inboxes, by group uid.
     owners: Mutex<HashMap<String, mpsc::UnboundedSender<GroupRecord>>>,
 }
@@ -135,7 +143,11 @@ impl Agent {
             max_concurrent_layers: 4,
         })
         .map_err(AgentError::Images)?;
-        let shared = Arc::new(Shared { store, images, cfg, owners: Mutex::new(HashMap::new()) });
+        let net = match cfg.network.clone() {
+            Some(nc) => Some(skiff_net::Network::start(Arc::clone(&store), nc).await.map_err(AgentError::Network)?),
+            None => None,
+        };
+        let shared = Arc::new(Shared { store, images, cfg, net, owners: Mutex::new(HashMap::new()) });
 
         let (groups, revision) = shared.store.list(GROUPS_PREFIX, None, None).await.map_err(|source| AgentError::Store { context: "listing groups", source })?;
         let mut known = HashSet::new();

@@ -68,16 +68,23 @@ impl Netlink {
     pub async fn in_netns(path: &Path) -> Result<Netlink, NetlinkError> {
         let rt = tokio::runtime::Handle::current();
         let path = path.to_owned();
-        let (conn, handle) = tokio::task::spawn_blocking(move || {
-            let _guard = rt.enter();
-            let ns_err = |source| NetlinkError::Netns { path: path.display().to_string(), source };
-            let file = std::fs::File::open(&path).map_err(ns_err)?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(e.into()))?;
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
-            Ok::<_, NetlinkError>((conn, handle))
-        })
-        .await
-        .map_err(|e| NetlinkError::Socket(std::io::Error::other(e)))??;
+        // A dedicated thread, never a pooled one: after `setns` it must not run anything else.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("skiff-netns-nl".into())
+            .spawn(move || {
+                let _guard = rt.enter();
+                let ns_err = |source| NetlinkError::Netns { path: path.display().to_string(), source };
+                let result = (|| {
+                    let file = std::fs::File::open(&path).map_err(ns_err)?;
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(e.into()))?;
+                    let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+                    Ok::<_, NetlinkError>((conn, handle))
+                })();
+                let _ = tx.send(result);
+            })
+            .map_err(NetlinkError::Socket)?;
+        let (conn, handle) = rx.await.map_err(|e| NetlinkError::Socket(std::io::Error::other(e)))??;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }

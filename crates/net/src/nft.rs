@@ -179,8 +179,17 @@ pub fn delete_table_batch() -> Value {
     json!({"nftables": [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}]})
 }
 
+/// `nft` resolves names against a cache it reads before committing; two batches from this
+/// process racing each other can see each other's half-made state, so they go one at a time.
+static APPLY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Run one batch.
 pub fn apply(batch: &Value) -> Result<(), NftError> {
+    let _one_at_a_time = APPLY.lock().unwrap_or_else(|p| p.into_inner());
+    apply_unlocked(batch)
+}
+
+fn apply_unlocked(batch: &Value) -> Result<(), NftError> {
     let mut child = Command::new("nft")
         .args(["-j", "-f", "-"])
         .stdin(Stdio::piped())

@@ -3,6 +3,8 @@
 //! torn down completely even when the test fails.
 #![allow(dead_code)]
 
+pub mod net;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -65,10 +67,17 @@ pub struct TestServer {
     pub cgroup_parent: String,
     child: Option<Child>,
     http: reqwest::blocking::Client,
+    /// Run the daemon with `nsenter --net=/run/netns/<name>` and these extra arguments
+    /// (networking tests); `None`: host namespace, networking off.
+    pub netns: Option<(String, Vec<String>)>,
 }
 
 impl TestServer {
     pub fn start() -> TestServer {
+        TestServer::start_with(None)
+    }
+
+    pub fn start_with(netns: Option<(String, Vec<String>)>) -> TestServer {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}-{n}", std::process::id());
         // Short paths: unix socket paths of supervisors live beneath the data dir.
@@ -82,6 +91,7 @@ impl TestServer {
             cgroup_parent: format!("skiff-e2e-{tag}"),
             child: None,
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client"),
+            netns,
         };
         s.spawn();
         s
@@ -94,8 +104,20 @@ impl TestServer {
     /// Start (or restart) the daemon on the same data dir.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(format!("{}.server.log", self.data_dir.display())).expect("server log");
-        let child = Command::new(skiff_bin())
-            .args(["server", "--data-dir"])
+        let mut cmd = match &self.netns {
+            Some((ns, extra)) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(skiff_bin()).arg("server").args(extra);
+                c
+            }
+            None => {
+                let mut c = Command::new(skiff_bin());
+                c.args(["server", "--network", "false"]);
+                c
+            }
+        };
+        let child = cmd
+            .args(["--data-dir"])
             .arg(&self.data_dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--cgroup-parent", &self.cgroup_parent])
