@@ -7,6 +7,7 @@
 
 mod maintenance;
 pub mod metering;
+mod network;
 mod owner;
 pub mod process;
 mod records;
@@ -43,6 +44,9 @@ pub struct AgentConfig {
     pub gc_interval: Duration,
     /// Usage metering and event log settings.
     pub meter: metering::MeterConfig,
+    /// Group networking (bridge, addresses, public IPs, DNS); `None`: each group gets a
+    /// namespace with only `lo`.
+    pub network: Option<skiff_net::NetConfig>,
 }
 
 impl AgentConfig {
@@ -61,6 +65,7 @@ impl AgentConfig {
             pids_max: Some(4096),
             gc_interval: Duration::from_secs(600),
             meter: metering::MeterConfig::default(),
+            network: None,
         }
     }
 }
@@ -77,6 +82,8 @@ pub enum AgentError {
         #[source]
         source: skiff_store::StoreError,
     },
+    #[error("cannot set up group networking")]
+    Network(#[source] skiff_net::NetError),
     #[error("{context}")]
     Io {
         context: String,
@@ -89,6 +96,7 @@ pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
     pub images: ImageStore,
     pub cfg: AgentConfig,
+    pub net: Option<skiff_net::Network>,
     /// Owner task inboxes, by group uid.
     owners: Mutex<HashMap<String, mpsc::UnboundedSender<GroupRecord>>>,
     pub meter: Arc<metering::Meter>,
@@ -142,7 +150,11 @@ impl Agent {
         })
         .map_err(AgentError::Images)?;
         let meter = Arc::new(metering::Meter::new(Arc::clone(&store), cfg.meter.clone()));
-        let shared = Arc::new(Shared { store, images, cfg, owners: Mutex::new(HashMap::new()), meter });
+        let net = match cfg.network.clone() {
+            Some(nc) => Some(skiff_net::Network::start(Arc::clone(&store), nc).await.map_err(AgentError::Network)?),
+            None => None,
+        };
+        let shared = Arc::new(Shared { store, images, cfg, net, owners: Mutex::new(HashMap::new()), meter });
 
         let (groups, revision) = shared.store.list(GROUPS_PREFIX, None, None).await.map_err(|source| AgentError::Store { context: "listing groups", source })?;
         let mut known = HashSet::new();

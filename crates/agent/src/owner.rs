@@ -129,6 +129,7 @@ impl Owner {
             Desired::Stopped if !alive => self.applied = Some((Desired::Stopped, gen)),
             _ => {}
         }
+        crate::network::adopt(&self.sh, &self.rec);
         tracing::debug!(group = %self.rec.name, uid = %self.rec.uid, alive, adopted = self.applied.is_some(), "adopt");
     }
 
@@ -228,6 +229,7 @@ impl Owner {
     async fn teardown(&mut self) {
         self.stop_supervisor().await;
         cleanup_host_objects(&self.sh, &self.dir, &self.rec.uid);
+        crate::network::teardown(&self.sh, &self.rec).await;
     }
 
     /// Bring the group to `Running` at the record's generation.
@@ -288,6 +290,8 @@ impl Owner {
                 hostname_file: None,
             });
         }
+        let netns_path = self.sh.cfg.netns_dir.join(&self.rec.uid);
+        let net_files = crate::network::provision(&self.sh, &self.rec, &self.dir, &netns_path).await.map_err(|(code, message)| ProvisionError { code, message, container: None })?;
         let cfg = &self.sh.cfg;
         let plan = GroupPlan {
             group_id: self.rec.uid.clone(),
@@ -305,8 +309,8 @@ impl Owner {
             log_max_bytes: cfg.log_max_bytes,
             backoff_initial_ms: cfg.backoff_initial_ms,
             backoff_max_ms: cfg.backoff_max_ms,
-            hosts_file: None,
-            resolv_conf_file: None,
+            hosts_file: net_files.as_ref().map(|f| f.hosts.clone()),
+            resolv_conf_file: net_files.as_ref().map(|f| f.resolv.clone()),
             containers,
         };
         plan.save(&self.dir).map_err(|e| ProvisionError::internal(format!("writing the group plan: {e}")))?;
@@ -613,4 +617,5 @@ pub(crate) async fn remove_orphans(sh: &Arc<Shared>, known: &HashSet<String>) {
         }
         cleanup_host_objects(sh, &dir, &uid);
     }
+    crate::network::sweep(sh, known).await;
 }

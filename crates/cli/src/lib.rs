@@ -141,6 +141,30 @@ pub struct ServerArgs {
     /// Days lifecycle events are kept.
     #[arg(long, env = "SKIFF_EVENT_RETENTION_DAYS", default_value_t = 7.0)]
     pub event_retention_days: f64,
+    /// Give groups networking (bridge, private and public addresses, DNS); `false` leaves each group a namespace with only `lo`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SKIFF_NETWORK")]
+    pub network: bool,
+    /// Private addresses of groups outside named subnets.
+    #[arg(long, default_value = "10.77.0.0/16")]
+    pub private_cidr: String,
+    /// Pool of public addresses (`ipAddress.type: Public`); a loopback range needs no uplink.
+    #[arg(long, default_value = "127.77.0.0/16")]
+    pub public_pool: String,
+    /// Interface the public addresses are bound on.
+    #[arg(long, default_value = "lo")]
+    pub public_interface: String,
+    /// Bridge of groups outside named subnets.
+    #[arg(long, default_value = "skiff0")]
+    pub bridge: String,
+    /// Where the embedded DNS server listens (empty: no DNS server).
+    #[arg(long, default_value = "127.0.0.1:53")]
+    pub dns_listen: String,
+    /// DNS zone of group FQDNs (`<label>.<location>.<zone>`).
+    #[arg(long, default_value = "skiff.local")]
+    pub dns_zone: String,
+    /// Masquerade group traffic out of this interface (unset: groups reach nothing outside).
+    #[arg(long)]
+    pub egress_interface: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -55,6 +55,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     cfg.meter.flush = Duration::from_millis(args.usage_flush_ms.max(10));
     cfg.meter.usage_retention = Duration::from_secs_f64(args.usage_retention_days.max(0.0) * 86_400.0);
     cfg.meter.event_retention = Duration::from_secs_f64(args.event_retention_days.max(0.0) * 86_400.0);
+    if args.network {
+        cfg.network = Some(net_config(&args)?);
+    }
     let agent = Agent::start(Arc::clone(&store), cfg).await.context("starting the agent")?;
 
     let api_cfg = ApiConfig {
@@ -91,4 +94,16 @@ fn which(name: &str) -> anyhow::Result<PathBuf> {
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()).with_context(|| format!("'{name}' is not on PATH (install it, e.g. apt-get install {name})"))
+}
+
+fn net_config(args: &ServerArgs) -> anyhow::Result<skiff_net::NetConfig> {
+    Ok(skiff_net::NetConfig {
+        private_cidr: args.private_cidr.parse().context("--private-cidr")?,
+        public_pool: args.public_pool.parse().context("--public-pool")?,
+        public_interface: args.public_interface.clone(),
+        bridge: args.bridge.clone(),
+        dns_listen: if args.dns_listen.is_empty() { None } else { Some(args.dns_listen.parse().with_context(|| format!("invalid --dns-listen '{}'", args.dns_listen))?) },
+        dns_zone: args.dns_zone.clone(),
+        egress_interface: args.egress_interface.clone(),
+    })
 }

@@ -3,6 +3,8 @@
 //! torn down completely even when the test fails.
 #![allow(dead_code)]
 
+pub mod net;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -67,15 +69,27 @@ pub struct TestServer {
     pub extra_args: Vec<String>,
     child: Option<Child>,
     http: reqwest::blocking::Client,
+    /// Run the daemon with `nsenter --net=/run/netns/<name>` and these extra arguments
+    /// (networking tests); `None`: host namespace, networking off.
+    pub netns: Option<(String, Vec<String>)>,
 }
 
 impl TestServer {
     pub fn start() -> TestServer {
-        Self::start_with(&[])
+        Self::start_full(&[], None)
     }
 
     /// A server with extra `skiff server` flags.
     pub fn start_with(extra_args: &[&str]) -> TestServer {
+        Self::start_full(extra_args, None)
+    }
+
+    /// A server inside the network namespace `netns.0` with networking flags `netns.1`.
+    pub fn start_in_netns(netns: Option<(String, Vec<String>)>) -> TestServer {
+        Self::start_full(&[], netns)
+    }
+
+    fn start_full(extra_args: &[&str], netns: Option<(String, Vec<String>)>) -> TestServer {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}-{n}", std::process::id());
         // Short paths: unix socket paths of supervisors live beneath the data dir.
@@ -90,6 +104,7 @@ impl TestServer {
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             child: None,
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client"),
+            netns,
         };
         s.spawn();
         s
@@ -102,8 +117,20 @@ impl TestServer {
     /// Start (or restart) the daemon on the same data dir.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(format!("{}.server.log", self.data_dir.display())).expect("server log");
-        let child = Command::new(skiff_bin())
-            .args(["server", "--data-dir"])
+        let mut cmd = match &self.netns {
+            Some((ns, extra)) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(skiff_bin()).arg("server").args(extra);
+                c
+            }
+            None => {
+                let mut c = Command::new(skiff_bin());
+                c.args(["server", "--network", "false"]);
+                c
+            }
+        };
+        let child = cmd
+            .args(["--data-dir"])
             .arg(&self.data_dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--cgroup-parent", &self.cgroup_parent])
