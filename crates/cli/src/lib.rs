@@ -112,6 +112,24 @@ pub struct ServerArgs {
     /// Container groups per page in list responses (clients follow `nextLink`).
     #[arg(long, default_value_t = 100)]
     pub page_size: usize,
+    /// Serve plain HTTP instead of TLS (only accepted for a loopback --listen address).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// PEM certificate chain to serve (default: one issued by the local CA in <data-dir>/tls).
+    #[arg(long, requires = "tls_key", conflicts_with = "insecure_http")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Extra DNS name or IP address for the local CA's server certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_san: Vec<String>,
+    /// Requests per second a token may make unless the token sets its own limit.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: u32,
+    /// Longest time a request may take before the server answers 408.
+    #[arg(long, default_value_t = 120)]
+    pub request_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]
