@@ -25,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod output;
 pub mod progress;
+pub mod tokens;
 
 pub use error::CliError;
 
@@ -46,6 +47,14 @@ pub struct Cli {
     /// Print the HTTP requests made (method, URL, status; never bodies) to stderr.
     #[arg(long, global = true)]
     pub debug: bool,
+
+    /// Bearer token [env SKIFF_TOKEN; config file `token`; default: the local server's <data-dir>/admin.token].
+    #[arg(long, global = true, env = "SKIFF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// CA certificate (PEM) to trust for the server [env SKIFF_CA_CERT; config file `caCert`; default: the local server's <data-dir>/tls/ca.pem].
+    #[arg(long, global = true, env = "SKIFF_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -75,6 +84,9 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Manage API tokens (admin token only).
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
 }
 
 #[derive(Debug, Clone, Args)]
