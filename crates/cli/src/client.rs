@@ -114,12 +114,21 @@ pub fn with_api_version(url: &str, api_version: &str) -> String {
 
 impl Client {
     pub fn new(settings: &Settings) -> Result<Self, CliError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(300))
-            .user_agent(concat!("skiff-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| CliError::Http(format!("cannot build the HTTP client: {e}")))?;
+            .user_agent(concat!("skiff-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(token) = &settings.token {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| CliError::usage("the token contains characters not allowed in a header"))?;
+            v.set_sensitive(true);
+            builder = builder.default_headers(HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, v)]));
+        }
+        if let Some(ca) = &settings.ca_cert {
+            let pem = std::fs::read(ca).map_err(|e| CliError::usage(format!("cannot read the CA certificate {}: {e}", ca.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| CliError::usage(format!("invalid CA certificate {}: {e}", ca.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| CliError::Http(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
             http,
             base: settings.server.trim_end_matches('/').to_string(),
@@ -213,7 +222,22 @@ impl Client {
     }
 
     fn transport_error(&self, e: reqwest::Error) -> CliError {
-        if e.is_connect() {
+        let chain = {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            msg
+        };
+        if chain.contains("certificate") || chain.contains("InvalidCertificate") || chain.contains("UnknownIssuer") {
+            CliError::Http(format!(
+                "TLS with {} failed ({chain}); trust the server's CA with --ca-cert or SKIFF_CA_CERT (a local server's is <data-dir>/tls/ca.pem)",
+                self.base
+            ))
+        } else if e.is_connect() {
             CliError::Unreachable { url: self.base.clone() }
         } else if e.is_timeout() {
             CliError::Http(format!("request to the Skiff server at {} timed out", self.base))
@@ -348,7 +372,7 @@ mod tests {
 
     #[test]
     fn urls() {
-        let s = Settings { server: "http://h:1".into(), subscription: "sub".into(), location: "westus".into(), debug: false };
+        let s = Settings { server: "http://h:1".into(), subscription: "sub".into(), location: "westus".into(), debug: false, token: None, ca_cert: None };
         let c = Client::new(&s).unwrap();
         assert_eq!(c.rg_url("rg"), "http://h:1/subscriptions/sub/resourcegroups/rg?api-version=2021-04-01");
         assert_eq!(

@@ -26,6 +26,7 @@ pub mod error;
 pub mod metering;
 pub mod output;
 pub mod progress;
+pub mod tokens;
 
 pub use error::CliError;
 
@@ -47,6 +48,14 @@ pub struct Cli {
     /// Print the HTTP requests made (method, URL, status; never bodies) to stderr.
     #[arg(long, global = true)]
     pub debug: bool,
+
+    /// Bearer token [env SKIFF_TOKEN; config file `token`; default: the local server's <data-dir>/admin.token].
+    #[arg(long, global = true, env = "SKIFF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// CA certificate (PEM) to trust for the server [env SKIFF_CA_CERT; config file `caCert`; default: the local server's <data-dir>/tls/ca.pem].
+    #[arg(long, global = true, env = "SKIFF_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -82,6 +91,9 @@ pub enum Command {
     Usage(metering::UsageArgs),
     /// The lifecycle event log of container groups; `--follow` streams new events (Skiff extension).
     Events(metering::EventsArgs),
+    /// Manage API tokens (admin token only).
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -165,6 +177,24 @@ pub struct ServerArgs {
     /// Masquerade group traffic out of this interface (unset: groups reach nothing outside).
     #[arg(long)]
     pub egress_interface: Option<String>,
+    /// Serve plain HTTP instead of TLS (only accepted for a loopback --listen address).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// PEM certificate chain to serve (default: one issued by the local CA in <data-dir>/tls).
+    #[arg(long, requires = "tls_key", conflicts_with = "insecure_http")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Extra DNS name or IP address for the local CA's server certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_san: Vec<String>,
+    /// Requests per second a token may make unless the token sets its own limit.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: u32,
+    /// Longest time a request may take before the server answers 408.
+    #[arg(long, default_value_t = 120)]
+    pub request_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]
