@@ -192,6 +192,26 @@ impl Client {
     }
 
     /// Send a request; statuses >= 400 become [`CliError::Arm`].
+    /// Open a long-lived streaming GET (server-sent events, log follow) with this client's
+    /// credentials and CA; the response body is read as it arrives, with no overall timeout.
+    pub async fn open_stream(&self, url: &str, accept: &str) -> Result<reqwest::Response, CliError> {
+        let url = self.absolute(url);
+        let resp = self
+            .http
+            .get(&url)
+            .header("Accept", accept)
+            .timeout(Duration::from_secs(10 * 365 * 86_400))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(decode_error(status, &body));
+        }
+        Ok(resp)
+    }
+
     pub async fn send(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Response, CliError> {
         let url = self.absolute(url);
         let mut req = self.http.request(method.clone(), &url).header("Accept", "application/json");

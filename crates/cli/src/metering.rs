@@ -4,7 +4,6 @@ use std::io::Write;
 
 use clap::Args;
 use futures::StreamExt;
-use reqwest::Method;
 use serde_json::Value;
 
 use crate::client::ACI_API_VERSION;
@@ -168,13 +167,7 @@ pub async fn events(ctx: &Ctx, a: &EventsArgs, out: &mut (dyn Write + Send)) -> 
         return Ok(());
     }
     // Server-sent events: `data:` lines carry one JSON event each.
-    let http = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5)).build().map_err(|e| CliError::Http(e.to_string()))?;
-    let resp = http.request(Method::GET, &url).header("Accept", "text/event-stream").send().await.map_err(|e| CliError::Http(format!("{e}")))?;
-    let status = resp.status().as_u16();
-    if status >= 400 {
-        let body = resp.bytes().await.unwrap_or_default();
-        return Err(crate::client::decode_error(status, &body));
-    }
+    let resp = c.open_stream(&url, "text/event-stream").await?;
     let mut stream = resp.bytes_stream();
     let mut buf: Vec<u8> = Vec::new();
     while let Some(chunk) = stream.next().await {

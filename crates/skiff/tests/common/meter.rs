@@ -2,14 +2,14 @@
 //! small quotas, usage queries, and a `skiff events --follow` process read line by line.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{skiff_bin, TestServer, API, SUB};
+use super::{TestServer, API, SUB};
 
 /// Usage flush interval of the test daemons.
 pub const FLUSH_MS: u64 = 300;
@@ -53,9 +53,8 @@ pub struct Follower {
 
 impl Follower {
     pub fn start(s: &TestServer, rg: &str) -> Follower {
-        let mut child = Command::new(skiff_bin())
-            .args(["events", "--follow", "-g", rg, "-o", "json"])
-            .env("SKIFF_SERVER", s.url())
+        let mut child = s
+            .cli_command(&["events", "--follow", "-g", rg, "-o", "json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

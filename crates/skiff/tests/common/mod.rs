@@ -327,18 +327,22 @@ impl TestServer {
         panic!("no group directory for {rg}/{name}")
     }
 
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(skiff_bin())
-            .args(args)
+    /// A `skiff` client command aimed at this server, authenticated as its admin.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(skiff_bin());
+        cmd.args(args)
             .env("SKIFF_SERVER", self.url())
             .env("SKIFF_CONFIG", self.data_dir.join("no-config.json"))
             // The CLI finds the admin token (and CA) in the server's data dir, as root does.
             .env("SKIFF_DATA_DIR", &self.data_dir)
             .env_remove("SKIFF_TOKEN")
             .env_remove("SKIFF_CA_CERT")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run skiff cli")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_command(args).output().expect("run skiff cli")
     }
 
     pub fn cli_ok(&self, args: &[&str]) -> String {
