@@ -11,6 +11,7 @@ mod network;
 mod owner;
 pub mod process;
 mod records;
+pub mod userns;
 pub mod view;
 
 use std::collections::{HashMap, HashSet};
@@ -42,6 +43,8 @@ pub struct AgentConfig {
     pub stop_grace: Duration,
     pub pids_max: Option<i64>,
     pub gc_interval: Duration,
+    /// User-namespace id ranges per group; `None` runs containers as real host root.
+    pub userns: Option<userns::UsernsConfig>,
     /// Usage metering and event log settings.
     pub meter: metering::MeterConfig,
     /// Group networking (bridge, addresses, public IPs, DNS); `None`: each group gets a
@@ -64,6 +67,7 @@ impl AgentConfig {
             stop_grace: Duration::from_secs(10),
             pids_max: Some(4096),
             gc_interval: Duration::from_secs(600),
+            userns: Some(userns::UsernsConfig::default()),
             meter: metering::MeterConfig::default(),
             network: None,
         }
@@ -168,6 +172,9 @@ impl Agent {
             }
         }
         owner::remove_orphans(&shared, &known).await;
+        if let Err(e) = userns::release(shared.store.as_ref(), |owner| !known.contains(owner)).await {
+            tracing::warn!(error = %e, "freeing user id ranges of removed groups failed");
+        }
         shared.meter.close_orphans(&known).await;
         tokio::spawn(metering::flush_loop(Arc::clone(&shared.meter)));
         tokio::spawn(watch_loop(Arc::clone(&shared), revision));

@@ -230,6 +230,10 @@ impl Owner {
         self.stop_supervisor().await;
         cleanup_host_objects(&self.sh, &self.dir, &self.rec.uid);
         crate::network::teardown(&self.sh, &self.rec).await;
+        let uid = self.rec.uid.clone();
+        if let Err(e) = crate::userns::release(self.sh.store.as_ref(), |owner| owner == uid).await {
+            tracing::warn!(group = %self.rec.name, error = %e, "freeing the user id range failed");
+        }
     }
 
     /// Bring the group to `Running` at the record's generation.
@@ -253,13 +257,23 @@ impl Owner {
         let containers_dir = self.dir.join("containers");
         std::fs::create_dir_all(&containers_dir).map_err(|e| ProvisionError::internal(format!("creating {}: {e}", containers_dir.display())))?;
 
+        let ids = match &self.sh.cfg.userns {
+            Some(cfg) => Some(
+                crate::userns::ensure_range(self.sh.store.as_ref(), cfg, &self.rec.uid)
+                    .await
+                    .map_err(|e| ProvisionError::internal(format!("allocating a user id range: {e}")))?
+                    .ok_or_else(|| ProvisionError::internal("no user id range is free on this host".to_string()))?,
+            ),
+            None => None,
+        };
         let alloc = allocate(&spec.properties);
         let mut containers = Vec::new();
         for (c, a) in spec.properties.containers.iter().zip(&alloc.containers) {
             let image = &resolved[&c.properties.image];
             let cdir = containers_dir.join(&c.name);
             let images = &self.sh.images;
-            let rootfs = images.mount_rootfs(image, &cdir).map_err(|e| ProvisionError::internal(format!("preparing the root filesystem of container '{}': {e}", c.name)))?;
+            let idmap = ids.map(|r| skiff_image::IdMap { host_base: r.host_base, size: r.size });
+            let rootfs = images.mount_rootfs_mapped(image, &cdir, idmap).map_err(|e| ProvisionError::internal(format!("preparing the root filesystem of container '{}': {e}", c.name)))?;
             let cfg = &image.config;
             let args = process_args(c.properties.command.as_deref(), &cfg.entrypoint, &cfg.cmd).map_err(|m| ProvisionError::container(&c.name, "InvalidContainerCommand", m))?;
             let env = merge_env(&cfg.env, c.properties.environment_variables.as_deref().unwrap_or_default());
@@ -312,6 +326,7 @@ impl Owner {
             hosts_file: net_files.as_ref().map(|f| f.hosts.clone()),
             resolv_conf_file: net_files.as_ref().map(|f| f.resolv.clone()),
             containers,
+            userns: ids,
         };
         plan.save(&self.dir).map_err(|e| ProvisionError::internal(format!("writing the group plan: {e}")))?;
         let exe = cfg.exe.clone();

@@ -131,6 +131,10 @@ pub struct ServerArgs {
     /// Container groups per page in list responses (clients follow `nextLink`).
     #[arg(long, default_value_t = 100)]
     pub page_size: usize,
+    /// Run each group in its own user namespace with a host id range of its own (root in a
+    /// container is an unprivileged id on the host). Turning it off runs containers as real root.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SKIFF_USERNS")]
+    pub userns: bool,
     /// Most processes one group may have at once (its pids cgroup limit).
     #[arg(long, default_value_t = 4096)]
     pub group_pids_max: i64,

@@ -88,6 +88,13 @@ pub struct ResolvedImage {
     pub size_bytes: u64,
 }
 
+/// A user-namespace id range: container ids `0..size` are host ids `host_base..`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    pub host_base: u32,
+    pub size: u32,
+}
+
 /// Configuration of an [`ImageStore`].
 #[derive(Debug, Clone)]
 pub struct ImageStoreConfig {
@@ -708,6 +715,19 @@ impl ImageStore {
         image: &ResolvedImage,
         container_dir: &Path,
     ) -> Result<PathBuf, ImageError> {
+        self.mount_rootfs_mapped(image, container_dir, None)
+    }
+
+    /// [`ImageStore::mount_rootfs`] for a container in a user namespace: the shared layers are
+    /// seen through idmapped mounts shifted onto `ids`, so image files keep their ownership
+    /// inside the container while the cache on disk stays one copy owned by real ids; the
+    /// writable layer belongs to the range's root.
+    pub fn mount_rootfs_mapped(
+        &self,
+        image: &ResolvedImage,
+        container_dir: &Path,
+        ids: Option<IdMap>,
+    ) -> Result<PathBuf, ImageError> {
         let rootfs = container_dir.join("rootfs");
         if sys::is_mount_point(&rootfs)
             .map_err(io_ctx(format!("inspecting {}", rootfs.display())))?
@@ -742,6 +762,13 @@ impl ImageStore {
                 ));
             }
         }
+        if let Some(ids) = ids {
+            lowers = self.idmapped_lowers(&lowers, container_dir, ids)?;
+            for d in [&upper, &work] {
+                std::os::unix::fs::chown(d, Some(ids.host_base), Some(ids.host_base))
+                    .map_err(io_ctx(format!("chowning {}", d.display())))?;
+            }
+        }
         let lowerdir = lowers
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
@@ -768,6 +795,21 @@ impl ImageStore {
 
     /// Unmount `container_dir/rootfs` (lazy detach) and remove rootfs, upper
     /// and work. Idempotent.
+    fn idmapped_lowers(&self, lowers: &[PathBuf], container_dir: &Path, ids: IdMap) -> Result<Vec<PathBuf>, ImageError> {
+        let userns = sys::userns_with_mapping(ids.host_base, ids.size).map_err(io_ctx("creating a user namespace for idmapped layers".to_string()))?;
+        let mut mapped = Vec::with_capacity(lowers.len());
+        for (i, layer) in lowers.iter().enumerate() {
+            let target = container_dir.join("lower").join(i.to_string());
+            fs::create_dir_all(&target).map_err(io_ctx(format!("creating {}", target.display())))?;
+            if !sys::is_mounted_at(&target).map_err(io_ctx(format!("inspecting {}", target.display())))? {
+                use std::os::fd::AsFd;
+                sys::idmapped_bind(layer, &target, userns.as_fd()).map_err(io_ctx(format!("idmapping layer {} at {}", layer.display(), target.display())))?;
+            }
+            mapped.push(target);
+        }
+        Ok(mapped)
+    }
+
     pub fn unmount_rootfs(container_dir: &Path) -> Result<(), ImageError> {
         let rootfs = container_dir.join("rootfs");
         for _ in 0..16 {
@@ -776,7 +818,7 @@ impl ImageStore {
             {
                 break;
             }
-            sys::unmount_detach(&rootfs)
+            sys::unmount(&rootfs)
                 .map_err(io_ctx(format!("unmounting {}", rootfs.display())))?;
         }
         if sys::is_mount_point(&rootfs).unwrap_or(true) {
@@ -785,9 +827,35 @@ impl ImageStore {
                 io::Error::from(io::ErrorKind::ResourceBusy),
             ));
         }
-        for d in ["rootfs", "upper", "work"] {
+        // Idmapped layer mounts sit below the overlay: detach them after it.
+        if let Ok(entries) = fs::read_dir(container_dir.join("lower")) {
+            for e in entries.flatten() {
+                for _ in 0..4 {
+                    if !sys::is_mounted_at(&e.path()).unwrap_or(false) {
+                        break;
+                    }
+                    sys::unmount(&e.path()).map_err(io_ctx(format!("unmounting {}", e.path().display())))?;
+                }
+                // Removing the directory below must never reach into a shared layer.
+                if sys::is_mounted_at(&e.path()).unwrap_or(true) {
+                    return Err(ImageError::io(format!("{} is still mounted", e.path().display()), io::Error::from(io::ErrorKind::ResourceBusy)));
+                }
+            }
+        }
+        for d in ["rootfs", "upper", "work", "lower"] {
             let p = container_dir.join(d);
-            match fs::remove_dir_all(&p) {
+            // A lazily detached layer mount releases its mount point a moment later.
+            let mut result = fs::remove_dir_all(&p);
+            for _ in 0..50 {
+                match &result {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        result = fs::remove_dir_all(&p);
+                    }
+                    _ => break,
+                }
+            }
+            match result {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(ImageError::io(format!("removing {}", p.display()), e)),

@@ -30,6 +30,23 @@ pub fn unmount_detach(target: &Path) -> io::Result<()> {
     umount2(target, MntFlags::MNT_DETACH).map_err(io::Error::from)
 }
 
+/// Unmount `target` now if nothing uses it, else detach it lazily.
+pub fn unmount(target: &Path) -> io::Result<()> {
+    match umount2(target, MntFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EBUSY) => unmount_detach(target),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Is something mounted exactly at `dir`? Unlike [`is_mount_point`] this also sees bind
+/// mounts from the same filesystem (which keep the device number).
+pub fn is_mounted_at(dir: &Path) -> io::Result<bool> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let want = dir.to_string_lossy();
+    Ok(info.lines().filter_map(|l| l.split(' ').nth(4)).any(|m| m == want))
+}
+
 /// Is `dir` a mount point (different device than its parent)?
 pub fn is_mount_point(dir: &Path) -> io::Result<bool> {
     let md = match std::fs::symlink_metadata(dir) {
@@ -141,4 +158,106 @@ pub fn syncfs(path: &Path) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+// Mount-API constants (linux/mount.h, linux/fcntl.h), spelled out so the code does not
+// depend on which libc release exports them.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_EMPTY_PATH: libc::c_int = 0x1000;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// A user namespace in which ids `0..size` are host ids `host_base..host_base + size`, held
+/// by the returned fd. Made by a forked child (a multi-threaded process cannot unshare a user
+/// namespace itself); the child only unshares and waits on pipes, which is async-signal-safe.
+pub fn userns_with_mapping(host_base: u32, size: u32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    let (ready_r, ready_w) = nix::unistd::pipe().map_err(io::Error::from)?;
+    let (go_r, go_w) = nix::unistd::pipe().map_err(io::Error::from)?;
+    // SAFETY: the child calls only unshare, write, read and _exit before it ends.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: raw async-signal-safe syscalls on fds this process owns.
+            unsafe {
+                // This copy of the "go" pipe's write end would keep our own read below from
+                // ever seeing end-of-file.
+                libc::close(go_w.as_raw_fd());
+                libc::close(ready_r.as_raw_fd());
+                let ok: u8 = u8::from(libc::unshare(libc::CLONE_NEWUSER) == 0);
+                libc::write(ready_w.as_raw_fd(), (&ok as *const u8).cast(), 1);
+                let mut b = 0u8;
+                libc::read(go_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(ready_w);
+            drop(go_r);
+            let finish = |go_w: OwnedFd| {
+                drop(go_w);
+                let _ = nix::sys::wait::waitpid(child, None);
+            };
+            let mut ok = [0u8; 1];
+            let n = nix::unistd::read(&ready_r, &mut ok).unwrap_or(0);
+            if n != 1 || ok[0] != 1 {
+                finish(go_w);
+                return Err(io::Error::other("the helper could not create a user namespace"));
+            }
+            let map = format!("0 {host_base} {size}\n");
+            let write_map = |file: &str| -> io::Result<()> {
+                let mut f = std::fs::OpenOptions::new().write(true).open(format!("/proc/{child}/{file}"))?;
+                f.write_all(map.as_bytes())
+            };
+            let result = write_map("uid_map").and_then(|_| write_map("gid_map")).and_then(|_| {
+                let path = cpath(Path::new(&format!("/proc/{child}/ns/user")))?;
+                // SAFETY: valid C string; the fd returned is owned by us from here on.
+                let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: fd was just opened and is not shared.
+                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            });
+            finish(go_w);
+            result
+        }
+    }
+}
+
+/// Bind-mount `src` at `target` with its ids shifted by the mapping of `userns` (an idmapped
+/// mount: files owned by 0 appear owned by the namespace's host base).
+pub fn idmapped_bind(src: &Path, target: &Path, userns: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let src_c = cpath(src)?;
+    let target_c = cpath(target)?;
+    let empty = CString::default();
+    // SAFETY: valid C strings; the returned fd is owned below.
+    let tree = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, src_c.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint) };
+    if tree < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a fresh fd.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    // SAFETY: attr lives across the call and its size is passed.
+    let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, tree.as_raw_fd(), empty.as_ptr(), AT_EMPTY_PATH, &attr as *const MountAttr, std::mem::size_of::<MountAttr>()) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: valid fds and C strings.
+    let rc = unsafe { libc::syscall(libc::SYS_move_mount, tree.as_raw_fd(), empty.as_ptr(), libc::AT_FDCWD, target_c.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

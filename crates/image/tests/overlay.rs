@@ -100,3 +100,24 @@ fn whiteouts_hide_lower_content_in_the_mounted_rootfs() {
     ImageStore::unmount_rootfs(&cdir).unwrap();
     assert!(ok);
 }
+
+#[test]
+fn idmapped_layers_shift_ownership_and_leave_the_cache_untouched() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(ImageStoreConfig { root: tmp.path().join("store"), insecure_registries: vec![], max_concurrent_layers: 1 }).unwrap();
+    let l0 = layer(tmp.path(), "l0", &[("etc/", None), ("etc/motd", Some(b"hello"))]);
+    let image = ResolvedImage { reference: "local/idmap:1".into(), manifest_digest: "sha256:00".into(), config: ImageConfig::default(), layer_dirs: vec![l0.clone()], size_bytes: 0 };
+    let cdir = tmp.path().join("c");
+    let ids = skiff_image::IdMap { host_base: 3_000_000, size: 65536 };
+    let rootfs = store.mount_rootfs_mapped(&image, &cdir, Some(ids)).unwrap();
+    let seen = fs::metadata(rootfs.join("etc/motd")).unwrap();
+    assert_eq!((seen.uid(), seen.gid()), (3_000_000, 3_000_000), "image root appears as the range's root");
+    assert_eq!(fs::metadata(rootfs.join(".")).unwrap().uid(), 3_000_000, "the writable layer belongs to the range's root");
+    fs::write(rootfs.join("etc/new"), b"x").unwrap();
+    assert_eq!(fs::metadata(l0.join("etc/motd")).unwrap().uid(), 0, "the shared layer on disk keeps real ids");
+    assert!(!l0.join("etc/new").exists(), "writes go to the container's own layer");
+    ImageStore::unmount_rootfs(&cdir).unwrap();
+    assert!(!cdir.join("lower").exists() && !cdir.join("rootfs").exists());
+    assert_eq!(fs::read(l0.join("etc/motd")).unwrap(), b"hello", "unmounting never touches the layer");
+}

@@ -98,7 +98,7 @@ pub fn render_config(plan: &GroupPlan, container: &ContainerPlan, ctx: &BundleCo
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        sys_mount(plan),
     ];
     let binds: [(&str, Option<&PathBuf>); 3] = [
         ("/etc/hosts", plan.hosts_file.as_ref()),
@@ -121,7 +121,13 @@ pub fn render_config(plan: &GroupPlan, container: &ContainerPlan, ctx: &BundleCo
         cpu["quota"] = json!(q);
     }
 
-    json!({
+    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    if plan.userns.is_some() {
+        namespaces.push(json!({"type": "user"}));
+    }
+    namespaces.push(json!({"type": "network", "path": plan.netns_path}));
+
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "root": {"path": container.rootfs, "readonly": false},
         "hostname": container.hostname,
@@ -137,13 +143,7 @@ pub fn render_config(plan: &GroupPlan, container: &ContainerPlan, ctx: &BundleCo
         },
         "mounts": mounts,
         "linux": {
-            "namespaces": [
-                {"type": "pid"},
-                {"type": "ipc"},
-                {"type": "uts"},
-                {"type": "mount"},
-                {"type": "network", "path": plan.netns_path}
-            ],
+            "namespaces": namespaces,
             "cgroupsPath": plan.container_cgroup(&container.name),
             "resources": {
                 "devices": default_device_rules(),
@@ -154,7 +154,24 @@ pub fn render_config(plan: &GroupPlan, container: &ContainerPlan, ctx: &BundleCo
             "readonlyPaths": READONLY_PATHS,
             "seccomp": default_seccomp()
         }
-    })
+    });
+    if let Some(ids) = plan.userns {
+        let map = json!([{"containerID": 0, "hostID": ids.host_base, "size": ids.size}]);
+        config["linux"]["uidMappings"] = map.clone();
+        config["linux"]["gidMappings"] = map;
+    }
+    config
+}
+
+/// `/sys`, read-only. A container in its own user namespace cannot mount sysfs for a network
+/// namespace that namespace does not own, so it gets the host's sysfs bound read-only instead
+/// (masked paths still apply).
+fn sys_mount(plan: &GroupPlan) -> Value {
+    if plan.userns.is_some() {
+        json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "ro", "nosuid", "noexec", "nodev", "rprivate"]})
+    } else {
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]})
+    }
 }
 
 /// Device cgroup rules: deny everything, then allow the default devices
@@ -247,7 +264,26 @@ mod tests {
                 memory_limit_bytes: 256 << 20,
                 hostname_file: None,
             }],
+            userns: None,
         }
+    }
+
+    #[test]
+    fn a_user_namespace_maps_the_group_range_and_binds_sys() {
+        let mut plan = sample_plan();
+        let ctx = BundleContext { nofile_hard: 20_000, memsw: true };
+        let c = render_config(&plan, &plan.containers[0], &ctx);
+        assert!(c["linux"].get("uidMappings").is_none());
+        assert!(c["mounts"].as_array().unwrap().iter().any(|m| m["destination"] == "/sys" && m["type"] == "sysfs"));
+        plan.userns = Some(crate::plan::IdRange { host_base: 1_000_000, size: 65536 });
+        let c = render_config(&plan, &plan.containers[0], &ctx);
+        let ns: Vec<&str> = c["linux"]["namespaces"].as_array().unwrap().iter().filter_map(|n| n["type"].as_str()).collect();
+        assert!(ns.contains(&"user"));
+        assert_eq!(c["linux"]["uidMappings"], json!([{"containerID": 0, "hostID": 1_000_000, "size": 65536}]));
+        assert_eq!(c["linux"]["gidMappings"], c["linux"]["uidMappings"]);
+        let sys = c["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/sys").unwrap();
+        assert_eq!(sys["type"], "bind");
+        assert!(sys["options"].as_array().unwrap().contains(&json!("ro")));
     }
 
     #[test]

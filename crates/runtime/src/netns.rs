@@ -28,6 +28,11 @@ pub fn ensure_netns(path: &Path) -> io::Result<bool> {
         .spawn(move || -> io::Result<()> {
             unshare(CloneFlags::CLONE_NEWNET)?;
             crate::sys::loopback_up()?;
+            // Containers run as root of their own user namespace, which does not own this
+            // network namespace: without these they could not bind ports below 1024 (ACI
+            // groups serve 80/443) or ping (no CAP_NET_RAW). Both are per namespace.
+            std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")?;
+            std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")?;
             let tid = nix::unistd::gettid();
             let me = format!("/proc/self/task/{tid}/ns/net");
             mount(

@@ -32,6 +32,17 @@ pub struct GroupPlan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolv_conf_file: Option<PathBuf>,
     pub containers: Vec<ContainerPlan>,
+    /// The group's user-namespace id range; `None` runs containers without a user namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns: Option<IdRange>,
+}
+
+/// Container ids `0..size` are host ids `host_base..host_base + size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdRange {
+    pub host_base: u32,
+    pub size: u32,
 }
 
 /// Hard limits of the whole group (written to the group cgroup).

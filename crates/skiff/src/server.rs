@@ -52,6 +52,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     cfg.runtime.root = args.run_dir.clone().join("crun");
     cfg.backoff_initial_ms = args.restart_backoff_ms;
     cfg.pids_max = Some(args.group_pids_max);
+    if !args.userns {
+        cfg.userns = None;
+    }
     cfg.meter.flush = Duration::from_millis(args.usage_flush_ms.max(10));
     cfg.meter.usage_retention = Duration::from_secs_f64(args.usage_retention_days.max(0.0) * 86_400.0);
     cfg.meter.event_retention = Duration::from_secs_f64(args.event_retention_days.max(0.0) * 86_400.0);

@@ -146,3 +146,56 @@ fn a_malicious_layer_is_rejected_with_a_clear_event_and_writes_nothing_outside()
     let found = std::process::Command::new("find").arg(&images).args(["-name", "skiff-escape*"]).output().unwrap();
     assert!(found.stdout.is_empty(), "escape files inside the cache: {}", String::from_utf8_lossy(&found.stdout));
 }
+
+fn uid_map_of(s: &TestServer, rg: &str, name: &str) -> (u64, u64) {
+    let logs = s.wait_logs(rg, name, "main", "map:");
+    let line = logs.lines().find(|l| l.starts_with("map:")).unwrap().to_string();
+    let nums: Vec<u64> = line.trim_start_matches("map:").split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    assert_eq!(nums.len(), 3, "{line}");
+    assert_eq!(nums[0], 0, "{line}");
+    (nums[1], nums[2])
+}
+
+#[test]
+fn every_group_runs_as_root_of_its_own_unprivileged_id_range() {
+    let mut s = TestServer::start();
+    s.ensure_rg("uns");
+    let script = "echo map: $(cat /proc/self/uid_map); ls -ln /bin/busybox | awk '{print \"owner:\", $3, $4}'; \
+                  echo changed > /etc/motd && echo etc-write: ok; id -u; sleep 3600";
+    for name in ["one", "two"] {
+        let body = simple_group(&image("busybox:latest"), &["sh", "-c", script]);
+        assert_eq!(s.put_group("uns", name, &body).status, 201);
+        s.wait_state("uns", name, "Running");
+    }
+    let (base1, size1) = uid_map_of(&s, "uns", "one");
+    let (base2, _) = uid_map_of(&s, "uns", "two");
+    assert_eq!(size1, 65536);
+    assert!(base1 >= 100_000 && base2 >= 100_000, "ranges are far from real host users: {base1} {base2}");
+    assert!(base1.abs_diff(base2) >= 65536, "two live groups never share ids: {base1} {base2}");
+    let logs = s.logs("uns", "one", "main");
+    assert!(logs.contains("owner: 0 0"), "image files keep their ownership inside: {logs}");
+    assert!(logs.contains("etc-write: ok"), "container root can change image files (copy-up): {logs}");
+
+    // On the host, the container's root is the range's first id, not root.
+    let uid = s.group_uid("uns", "one");
+    let status: Value = serde_json::from_str(&std::fs::read_to_string(s.data_dir.join("groups").join(&uid).join("status.json")).unwrap()).unwrap();
+    let pid = status["containers"][0]["pid"].as_u64().unwrap();
+    let owner = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let host_uid: u64 = owner.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|u| u.parse().ok()).unwrap();
+    assert_eq!(host_uid, base1);
+    // The shared image cache on disk is untouched: still owned by real root.
+    let cached = std::process::Command::new("find").arg(s.data_dir.join("images/layers")).args(["-name", "busybox", "-uid", "0"]).output().unwrap();
+    assert!(!cached.stdout.is_empty(), "the layer cache keeps real ownership");
+
+    // The range survives a daemon crash and is freed with the group.
+    s.kill9();
+    s.spawn();
+    s.wait_state("uns", "one", "Running");
+    s.delete_group("uns", "one");
+    let body = simple_group(&image("busybox:latest"), &["sh", "-c", script]);
+    assert_eq!(s.put_group("uns", "three", &body).status, 201);
+    s.wait_state("uns", "three", "Running");
+    let (base3, _) = uid_map_of(&s, "uns", "three");
+    assert_eq!(base3, base1, "the freed range is reused");
+    assert_ne!(base3, base2);
+}

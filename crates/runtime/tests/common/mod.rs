@@ -93,6 +93,7 @@ impl Fixture {
             hosts_file: None,
             resolv_conf_file: None,
             containers: vec![],
+            userns: None,
         };
         Fixture {
             tmp,
