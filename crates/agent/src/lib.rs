@@ -7,6 +7,7 @@
 
 mod owner;
 pub mod process;
+mod streams;
 mod records;
 pub mod view;
 

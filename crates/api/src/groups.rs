@@ -21,7 +21,7 @@ pub(crate) async fn load(ctx: &Ctx, g: &GroupRef) -> ApiResult<Option<(GroupReco
     get_record(&*ctx.api.store, &group_key(&g.subscription, &g.resource_group, &g.name)).await
 }
 
-async fn load_required(ctx: &Ctx, g: &GroupRef) -> ApiResult<(GroupRecord, Revision)> {
+pub(crate) async fn load_required(ctx: &Ctx, g: &GroupRef) -> ApiResult<(GroupRecord, Revision)> {
     load(ctx, g).await?.ok_or_else(|| ArmError::group_not_found(&g.resource_group, &g.name).into())
 }
 
@@ -328,13 +328,4 @@ pub(crate) async fn logs(ctx: &Ctx, g: &GroupRef, container: &str, tail: Option<
     }
     let content = ctx.api.node.logs(&rec, container, tail, timestamps).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "content": content })))
-}
-
-/// `POST P/containers/{c}/exec|attach`: not served yet (checks the group and container first).
-pub(crate) async fn not_yet(ctx: &Ctx, g: &GroupRef, container: &str, what: &str) -> ApiResult<Response> {
-    let (rec, _) = load_required(ctx, g).await?;
-    if !rec.container_names().any(|c| c == container) {
-        return Err(ArmError::container_not_found(&rec.name, container).into());
-    }
-    Err(ArmError::new(501, "NotImplemented", format!("Container {what} is not available on this host yet.")).into())
 }

@@ -15,6 +15,7 @@ mod handlers;
 mod lro;
 mod resource_groups;
 pub mod route;
+pub mod streams;
 
 use std::sync::Arc;
 
@@ -71,6 +72,16 @@ pub trait Node: Send + Sync + 'static {
     async fn logs(&self, group: &GroupRecord, container: &str, tail: Option<usize>, timestamps: bool) -> Result<String, ArmError>;
     /// Image references cached on this host.
     async fn cached_images(&self) -> Vec<String>;
+    /// Open an exec or attach session on one container of `group` (see [`streams`]).
+    async fn open_session(&self, group: &GroupRecord, container: &str, kind: streams::SessionKind) -> Result<streams::SessionIo, ArmError> {
+        let _ = (group, container, kind);
+        Err(ArmError::new(501, "NotImplemented", "Container exec and attach are not available on this host."))
+    }
+    /// Follow one container's log: chunks of rendered log lines until the container terminates.
+    async fn follow_logs(&self, group: &GroupRecord, container: &str, tail: Option<usize>, timestamps: bool) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>, ArmError> {
+        let _ = (group, container, tail, timestamps);
+        Err(ArmError::new(501, "NotImplemented", "Log streaming is not available on this host."))
+    }
 }
 
 /// Shared state of the handlers.
@@ -78,6 +89,8 @@ pub(crate) struct Api {
     pub store: Arc<dyn Store>,
     pub node: Arc<dyn Node>,
     pub cfg: ApiConfig,
+    /// Exec/attach sessions handed out and not yet connected.
+    pub sessions: streams::Sessions,
 }
 
 /// Per-request context handed to the handlers.
@@ -93,8 +106,9 @@ pub(crate) struct Ctx {
 
 /// The ARM API as an axum router.
 pub fn router(store: Arc<dyn Store>, node: Arc<dyn Node>, cfg: ApiConfig) -> Router {
-    let api = Arc::new(Api { store, node, cfg });
+    let api = Arc::new(Api { store, node, cfg, sessions: Default::default() });
     Router::new()
+        .route(streams::WS_ROUTE, axum::routing::get(streams::websocket))
         .fallback(dispatch)
         .with_state(api)
         .layer(axum::middleware::map_response(arm_body_for_bare_errors))

@@ -229,6 +229,21 @@ impl Client {
         }
     }
 
+    /// GET a streaming body (no overall timeout); statuses >= 400 become [`CliError::Arm`].
+    pub async fn stream(&self, url: &str) -> Result<reqwest::Response, CliError> {
+        let url = self.absolute(url);
+        let resp = self.http.get(&url).timeout(Duration::from_secs(365 * 24 * 3600)).send().await.map_err(|e| self.transport_error(e))?;
+        let status = resp.status().as_u16();
+        if self.debug {
+            eprintln!("DEBUG: GET {url} -> {status}");
+        }
+        if status >= 400 {
+            let body = resp.bytes().await.map_err(|e| self.transport_error(e))?;
+            return Err(decode_error(status, &body));
+        }
+        Ok(resp)
+    }
+
     pub async fn get_json(&self, url: &str) -> Result<Value, CliError> {
         self.send(Method::GET, url, None).await?.json()
     }

@@ -118,8 +118,19 @@ async fn container_command(ctx: &Ctx, cmd: ContainerCommand, out: &mut (dyn Writ
             write_str(out, &output::render_group_list(&items, ctx.format)?)
         }
         ContainerCommand::Logs { group, container_name, tail, timestamps, follow } => {
+            if follow {
+                match crate::exec::follow(ctx, &group, container_name.clone(), tail, timestamps, out).await {
+                    // A server without the streaming extension: poll like az does.
+                    Err(e) if matches!(e.status(), Some(404 | 501)) => {}
+                    other => return other,
+                }
+            }
             logs(ctx, &group, container_name, tail, timestamps, follow, out).await
         }
+        ContainerCommand::Exec { group, container_name, exec_command } => {
+            crate::exec::exec(ctx, &group, container_name, &exec_command, out).await
+        }
+        ContainerCommand::Attach { group, container_name } => crate::exec::attach(ctx, &group, container_name, out).await,
         ContainerCommand::Start { group, no_wait } => action(ctx, &group, "start", no_wait, "Starting").await,
         ContainerCommand::Restart { group, no_wait } => action(ctx, &group, "restart", no_wait, "Restarting").await,
         ContainerCommand::Stop { group } => {

@@ -23,8 +23,10 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod output;
 pub mod progress;
+pub mod terminal;
 
 pub use error::CliError;
 
@@ -315,6 +317,26 @@ pub enum ContainerCommand {
         #[arg(short = 'f', long)]
         file: PathBuf,
     },
+    /// Run a command in a running container: an interactive terminal when stdin is one,
+    /// otherwise stdin is piped to the command. Exits with the command's exit code.
+    Exec {
+        #[command(flatten)]
+        group: GroupRef,
+        /// Container (required if the group has more than one).
+        #[arg(long)]
+        container_name: Option<String>,
+        /// The command; unlike az, it may carry arguments (split like a shell would).
+        #[arg(long)]
+        exec_command: String,
+    },
+    /// Stream a running container's output until it ends.
+    Attach {
+        #[command(flatten)]
+        group: GroupRef,
+        /// Container (required if the group has more than one).
+        #[arg(long)]
+        container_name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -371,6 +393,7 @@ pub fn report(res: Result<(), CliError>) -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Silent) => ExitCode::FAILURE,
+        Err(CliError::ExitStatus(code)) => ExitCode::from(code.clamp(1, 255) as u8),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

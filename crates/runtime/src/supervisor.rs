@@ -22,11 +22,12 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::bundle::{self, BundleContext};
 use crate::cgroup::{self, Hierarchy};
 use crate::logs::{LineSplitter, LogWriter, Stream};
+use crate::exec::AttachEvent;
 use crate::oci_runtime::OciRuntime;
 use crate::plan::{ContainerPlan, GroupPlan, CTL_SOCKET, STATUS_FILE, SUPERVISOR_LOG};
 use crate::protocol::{Reply, Request};
@@ -200,7 +201,17 @@ enum Msg {
         index: usize,
         generation: u64,
     },
+    /// Start an exec; the reply carries its I/O and a receiver of its exit code.
+    Exec {
+        container: String,
+        command: Vec<String>,
+        tty: Option<(u16, u16)>,
+        reply: oneshot::Sender<Result<(crate::exec::Started, oneshot::Receiver<i32>), String>>,
+    },
 }
+
+/// Output subscribers of each container, by name (for `attach`).
+type Attachers = Arc<std::collections::HashMap<String, broadcast::Sender<AttachEvent>>>;
 
 struct Ctr {
     plan: ContainerPlan,
@@ -213,6 +224,7 @@ struct Ctr {
     generation: u64,
     restart_pending: bool,
     log: Arc<Mutex<LogWriter>>,
+    events: broadcast::Sender<AttachEvent>,
 }
 
 struct Supervisor {
@@ -228,6 +240,8 @@ struct Supervisor {
     sigchld: tokio::signal::unix::Signal,
     sigterm: tokio::signal::unix::Signal,
     stopping: bool,
+    /// Exit-code receivers of running `crun exec`s, by pid (the reaper owns `waitpid`).
+    exec_waiters: std::collections::HashMap<u32, oneshot::Sender<i32>>,
 }
 
 impl Supervisor {
@@ -251,6 +265,7 @@ impl Supervisor {
                 generation: 0,
                 restart_pending: false,
                 log: Arc::new(Mutex::new(log)),
+                events: broadcast::channel(256).0,
             });
         }
         let status = GroupStatus {
@@ -270,7 +285,12 @@ impl Supervisor {
         let (status_tx, _) = watch::channel(Arc::<str>::from(""));
         let (tx, rx) = mpsc::unbounded_channel();
         let listener = UnixListener::from_std(p.listener)?;
-        tokio::spawn(accept_loop(listener, status_tx.subscribe(), tx.clone()));
+        let attachers: Attachers = Arc::new(
+            ctrs.iter()
+                .map(|c| (c.plan.name.clone(), c.events.clone()))
+                .collect(),
+        );
+        tokio::spawn(accept_loop(listener, status_tx.subscribe(), tx.clone(), attachers));
         let mut sup = Supervisor {
             dir: p.dir,
             rt: OciRuntime::new(&p.plan.runtime),
@@ -284,6 +304,7 @@ impl Supervisor {
             sigchld,
             sigterm,
             stopping: false,
+            exec_waiters: Default::default(),
         };
         sup.publish();
         Ok(sup)
@@ -365,9 +386,37 @@ impl Supervisor {
                         }
                         return 0;
                     }
+                    Msg::Exec { container, command, tty, reply } => {
+                        let _ = reply.send(self.exec(&container, &command, tty));
+                    }
                 },
             }
         }
+    }
+
+    /// Start `crun exec` in a running container and register for its exit code.
+    fn exec(
+        &mut self,
+        container: &str,
+        command: &[String],
+        tty: Option<(u16, u16)>,
+    ) -> Result<(crate::exec::Started, oneshot::Receiver<i32>), String> {
+        let c = self
+            .ctrs
+            .iter()
+            .find(|c| c.plan.name == container)
+            .ok_or_else(|| format!("no container named '{container}'"))?;
+        if c.pid.is_none() || self.stopping {
+            return Err(format!("container '{container}' is not running"));
+        }
+        if command.is_empty() {
+            return Err("the command is empty".into());
+        }
+        let started = crate::exec::spawn(&self.rt, &c.id, &self.dir, command, tty)
+            .map_err(|e| error_chain(&e))?;
+        let (tx, rx) = oneshot::channel();
+        self.exec_waiters.insert(started.pid, tx);
+        Ok((started, rx))
     }
 
     /// Start container `i` (`crun run -d`); does not publish.
@@ -392,8 +441,8 @@ impl Supervisor {
                 return;
             }
         };
-        spawn_copier(out_r, Stream::Stdout, c.log.clone());
-        spawn_copier(err_r, Stream::Stderr, c.log.clone());
+        spawn_copier(out_r, Stream::Stdout, c.log.clone(), c.events.clone());
+        spawn_copier(err_r, Stream::Stderr, c.log.clone(), c.events.clone());
         let _ = self.rt.delete_force(&c.id); // a leftover from an earlier supervisor
         match self.rt.run_detached(&c.id, &c.bundle, out_w, err_w) {
             Ok(pid) => {
@@ -454,6 +503,10 @@ impl Supervisor {
     }
 
     fn on_pid_exit(&mut self, pid: u32, code: i32) -> bool {
+        if let Some(tx) = self.exec_waiters.remove(&pid) {
+            let _ = tx.send(code);
+            return false;
+        }
         let Some(i) = self.ctrs.iter().position(|c| c.pid == Some(pid)) else {
             return false;
         };
@@ -469,6 +522,7 @@ impl Supervisor {
         let c = &mut self.ctrs[i];
         let st = &mut self.status.containers[i];
         c.generation += 1;
+        let _ = c.events.send(AttachEvent::Exited(code));
         let start_time = match st.current_state.state {
             State::Running => st.current_state.start_time,
             _ => Some(now),
@@ -600,7 +654,12 @@ impl Supervisor {
 }
 
 /// Copy one output pipe of a container into its CRI log until EOF.
-fn spawn_copier(fd: OwnedFd, stream: Stream, log: Arc<Mutex<LogWriter>>) {
+fn spawn_copier(
+    fd: OwnedFd,
+    stream: Stream,
+    log: Arc<Mutex<LogWriter>>,
+    events: broadcast::Sender<AttachEvent>,
+) {
     tokio::spawn(async move {
         let raw = fd.as_raw_fd();
         let mut rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
@@ -622,10 +681,15 @@ fn spawn_copier(fd: OwnedFd, stream: Stream, log: Arc<Mutex<LogWriter>>) {
         loop {
             match rx.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => split.feed(&buf[..n], &mut emit),
+                Ok(n) => {
+                    split.feed(&buf[..n], &mut emit);
+                    // No subscriber is the normal case, not an error.
+                    let _ = events.send(AttachEvent::Data(buf[..n].to_vec()));
+                }
             }
         }
         split.finish(&mut emit);
+        let _ = events.send(AttachEvent::Closed);
     });
 }
 
@@ -633,11 +697,12 @@ async fn accept_loop(
     listener: UnixListener,
     status: watch::Receiver<Arc<str>>,
     tx: mpsc::UnboundedSender<Msg>,
+    attachers: Attachers,
 ) {
     loop {
         match listener.accept().await {
             Ok((conn, _)) => {
-                tokio::spawn(serve(conn, status.clone(), tx.clone()));
+                tokio::spawn(serve(conn, status.clone(), tx.clone(), attachers.clone()));
             }
             Err(e) => {
                 eprintln!("supervisor: accept: {e}");
@@ -657,6 +722,7 @@ async fn serve(
     conn: UnixStream,
     mut status: watch::Receiver<Arc<str>>,
     tx: mpsc::UnboundedSender<Msg>,
+    attachers: Attachers,
 ) {
     let (r, mut w) = conn.into_split();
     let mut lines = BufReader::new(r).lines();
@@ -710,6 +776,53 @@ async fn serve(
                     let _ = send_line(&mut w, &line).await;
                     let _ = ack.send(());
                 }
+                return;
+            }
+            Request::Exec { container, command, tty, rows, cols } => {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                let tty = tty.then_some((rows.max(1), cols.max(1)));
+                let msg = Msg::Exec { container, command, tty, reply: reply_tx };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+                let Ok(res) = reply_rx.await else { return };
+                match res {
+                    Ok((started, exit)) => {
+                        let line = serde_json::to_string(&Reply::ok()).unwrap_or_default();
+                        if send_line(&mut w, &line).await.is_err() {
+                            return;
+                        }
+                        let leftover = lines.get_ref().buffer().to_vec();
+                        let r = lines.into_inner().into_inner();
+                        let Ok(conn) = r.reunite(w) else { return };
+                        crate::exec::relay(conn, leftover, started, exit).await;
+                    }
+                    Err(e) => {
+                        let line = serde_json::to_string(&Reply::error(e)).unwrap_or_default();
+                        let _ = send_line(&mut w, &line).await;
+                    }
+                }
+                return;
+            }
+            Request::Attach { container } => {
+                let running = serde_json::from_str::<GroupStatus>(&status.borrow())
+                    .ok()
+                    .and_then(|st| st.container(&container).map(|c| c.current_state.state == State::Running))
+                    .unwrap_or(false);
+                let Some(events) = attachers.get(&container).filter(|_| running) else {
+                    let msg = format!("container '{container}' is not running");
+                    let line = serde_json::to_string(&Reply::error(msg)).unwrap_or_default();
+                    let _ = send_line(&mut w, &line).await;
+                    return;
+                };
+                let rx = events.subscribe();
+                let line = serde_json::to_string(&Reply::ok()).unwrap_or_default();
+                if send_line(&mut w, &line).await.is_err() {
+                    return;
+                }
+                let r = lines.into_inner().into_inner();
+                let Ok(conn) = r.reunite(w) else { return };
+                crate::exec::relay_attach(conn, rx).await;
                 return;
             }
         }

@@ -2,6 +2,7 @@
 //! `skiff supervisor`) and every client command (`skiff container ...`).
 
 mod server;
+mod streams;
 
 use std::process::ExitCode;
 

@@ -31,6 +31,14 @@ impl Node for AgentNode {
     async fn cached_images(&self) -> Vec<String> {
         self.0.cached_images()
     }
+
+    async fn open_session(&self, group: &GroupRecord, container: &str, kind: skiff_api::streams::SessionKind) -> Result<skiff_api::streams::SessionIo, ArmError> {
+        crate::streams::open(&self.0, group, container, kind).await
+    }
+
+    async fn follow_logs(&self, group: &GroupRecord, container: &str, tail: Option<usize>, timestamps: bool) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>, ArmError> {
+        Ok(self.0.follow_logs(group, container, tail, timestamps))
+    }
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {

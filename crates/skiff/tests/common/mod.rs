@@ -360,3 +360,4 @@ pub fn simple_group(image: &str, command: &[&str]) -> Value {
 pub fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
+pub mod pod;
