@@ -5,9 +5,11 @@
 //! to the store. The host is the truth for actual state: on start the agent re-adopts live
 //! supervisors and removes host objects no record owns, so a `kill -9` at any point converges.
 
+mod git;
 mod owner;
 pub mod process;
 mod streams;
+pub mod volumes;
 mod records;
 pub mod view;
 

@@ -235,6 +235,8 @@ impl Owner {
 
         self.stop_supervisor().await;
         unmount_containers(&self.dir);
+        crate::volumes::unmount_all(&self.dir);
+        let volumes = crate::volumes::prepare(&self.sh, &self.rec, &self.dir).await.map_err(|e| ProvisionError { code: e.code.to_string(), message: e.message, container: None })?;
         let containers_dir = self.dir.join("containers");
         std::fs::create_dir_all(&containers_dir).map_err(|e| ProvisionError::internal(format!("creating {}: {e}", containers_dir.display())))?;
 
@@ -273,6 +275,7 @@ impl Owner {
                 cpu_period_us: alloc.cpu_period_us,
                 memory_limit_bytes: a.memory_limit_bytes,
                 hostname_file: None,
+                mounts: crate::volumes::mounts_for(&volumes, c.properties.volume_mounts.as_deref()),
             });
         }
         let cfg = &self.sh.cfg;
@@ -426,6 +429,8 @@ impl Owner {
             if let Some(c) = &err.container {
                 let v = r.container_views.entry(c.clone()).or_default();
                 push_event(v, "Failed", &err.message, true, &ts);
+            } else {
+                crate::view::push_event_to(&mut r.group_view.events, "Failed", &format!("{}: {}", err.code, err.message), true, &ts);
             }
             for name in r.spec.properties.containers.iter().map(|c| c.name.clone()).collect::<Vec<_>>() {
                 let v = r.container_views.entry(name).or_default();
@@ -569,6 +574,7 @@ fn cleanup_host_objects(sh: &Shared, dir: &Path, uid: &str) {
         let _ = skiff_runtime::remove_netns(&sh.cfg.netns_dir.join(uid));
     }
     unmount_containers(dir);
+    crate::volumes::unmount_all(dir);
     if let Err(e) = std::fs::remove_dir_all(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %dir.display(), error = %e, "removing the group directory failed");

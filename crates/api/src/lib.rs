@@ -14,6 +14,7 @@ mod groups;
 mod handlers;
 mod lro;
 mod resource_groups;
+mod shares;
 pub mod route;
 pub mod streams;
 
@@ -82,6 +83,11 @@ pub trait Node: Send + Sync + 'static {
         let _ = (group, container, tail, timestamps);
         Err(ArmError::new(501, "NotImplemented", "Log streaming is not available on this host."))
     }
+    /// Remove the data of a deleted file share.
+    async fn remove_share_data(&self, account: &str, share: &str) -> Result<(), ArmError> {
+        let _ = (account, share);
+        Ok(())
+    }
 }
 
 /// Shared state of the handlers.
@@ -109,6 +115,7 @@ pub fn router(store: Arc<dyn Store>, node: Arc<dyn Node>, cfg: ApiConfig) -> Rou
     let api = Arc::new(Api { store, node, cfg, sessions: Default::default() });
     Router::new()
         .route(streams::WS_ROUTE, axum::routing::get(streams::websocket))
+        .merge(shares::routes())
         .fallback(dispatch)
         .with_state(api)
         .layer(axum::middleware::map_response(arm_body_for_bare_errors))

@@ -42,6 +42,7 @@ pub async fn dispatch(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliE
         Command::Group(cmd) => group_command(&ctx, cmd, out).await,
         Command::Container(cmd) => container_command(&ctx, cmd, out).await,
         Command::Bench(BenchCommand::Create(args)) => crate::bench::run(&ctx, &args, out).await,
+        Command::Share(cmd) => crate::shares::run(&ctx, cmd, out).await,
     }
 }
 

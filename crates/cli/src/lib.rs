@@ -26,6 +26,7 @@ pub mod error;
 pub mod exec;
 pub mod output;
 pub mod progress;
+pub mod shares;
 pub mod terminal;
 
 pub use error::CliError;
@@ -77,6 +78,38 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Manage Skiff-managed file shares (for `azureFile` volumes).
+    #[command(subcommand)]
+    Share(ShareCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShareCommand {
+    /// Create a share; prints it with its key (generated unless --key is given).
+    Create {
+        #[arg(long)]
+        account_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Show a share (without its key).
+    Show {
+        #[arg(long)]
+        account_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+    },
+    /// List shares.
+    List,
+    /// Delete a share and its data.
+    Delete {
+        #[arg(long)]
+        account_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -37,7 +37,7 @@ pub use cleanup::cleanup_group;
 pub use client::{is_alive, read_status_file, ClientError, Session, SupervisorClient};
 pub use host::{preflight, HostError, HostReport};
 pub use netns::{ensure_netns, remove_netns};
-pub use plan::{ContainerPlan, GroupLimits, GroupPlan, RestartPolicy, RuntimeConfig};
+pub use plan::{ContainerPlan, GroupLimits, GroupPlan, MountPlan, RestartPolicy, RuntimeConfig};
 pub use spawn::{spawn_supervisor, SpawnError};
 pub use status::{ContainerStatus, GroupState, GroupStatus, State};
 pub use supervisor::supervisor_main;

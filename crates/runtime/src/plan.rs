@@ -86,6 +86,21 @@ pub struct ContainerPlan {
     /// Host file bind-mounted read-only at `/etc/hostname`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname_file: Option<PathBuf>,
+    /// Volumes, prepared on the host by the daemon, bind-mounted in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountPlan>,
+}
+
+/// One volume mount of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MountPlan {
+    /// Prepared host directory (emptyDir, secret tmpfs, gitRepo clone, file share).
+    pub source: PathBuf,
+    /// Absolute path in the container (validated by the API).
+    pub destination: String,
+    /// Mounted read-only (enforced by the kernel, not by convention).
+    pub read_only: bool,
 }
 
 /// ACI restart policy of a group.

@@ -39,6 +39,15 @@ impl Node for AgentNode {
     async fn follow_logs(&self, group: &GroupRecord, container: &str, tail: Option<usize>, timestamps: bool) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>, ArmError> {
         Ok(self.0.follow_logs(group, container, tail, timestamps))
     }
+
+    async fn remove_share_data(&self, account: &str, share: &str) -> Result<(), ArmError> {
+        let dir = skiff_agent::volumes::share_dir(self.0.data_dir(), account, share);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ArmError::internal(format!("removing the share data failed: {e}"))),
+        }
+    }
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {

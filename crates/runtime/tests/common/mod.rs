@@ -56,6 +56,7 @@ pub fn container(name: &str, rootfs: &Path, script: &str) -> ContainerPlan {
         cpu_period_us: 100_000,
         memory_limit_bytes: 64 << 20,
         hostname_file: None,
+        mounts: Vec::new(),
     }
 }
 
