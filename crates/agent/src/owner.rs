@@ -278,6 +278,34 @@ impl Owner {
                 mounts: crate::volumes::mounts_for(&volumes, c.properties.volume_mounts.as_deref()),
             });
         }
+        // Init containers: the group's whole allocation (ACI gives them no requests of their own).
+        let mut init_containers = Vec::new();
+        for c in spec.properties.init_containers.iter().flatten() {
+            let p = &c.properties;
+            let image = p.image.as_ref().and_then(|i| resolved.get(i)).ok_or_else(|| ProvisionError::container(&c.name, "InvalidImage", "an init container needs an image".to_string()))?;
+            let rootfs = self.sh.images.mount_rootfs(image, &containers_dir.join(&c.name)).map_err(|e| ProvisionError::internal(format!("preparing the root filesystem of init container '{}': {e}", c.name)))?;
+            let cfg = &image.config;
+            let args = process_args(p.command.as_deref(), &cfg.entrypoint, &cfg.cmd).map_err(|m| ProvisionError::container(&c.name, "InvalidContainerCommand", m))?;
+            let user = resolve_user(&cfg.user, read_rootfs_file(&rootfs, "etc/passwd").as_deref(), read_rootfs_file(&rootfs, "etc/group").as_deref())
+                .map_err(|m| ProvisionError::container(&c.name, "InvalidContainerUser", m))?;
+            init_containers.push(ContainerPlan {
+                name: c.name.clone(),
+                rootfs,
+                args,
+                env: merge_env(&cfg.env, p.environment_variables.as_deref().unwrap_or_default()),
+                cwd: if cfg.working_dir.is_empty() { "/".to_string() } else { cfg.working_dir.clone() },
+                uid: p.security_context.as_ref().and_then(|s| s.run_as_user).map_or(user.uid, |u| u as u32),
+                gid: p.security_context.as_ref().and_then(|s| s.run_as_group).map_or(user.gid, |g| g as u32),
+                additional_gids: user.additional_gids,
+                hostname: self.rec.name.clone(),
+                cpu_shares: 1024,
+                cpu_quota_us: None,
+                cpu_period_us: alloc.cpu_period_us,
+                memory_limit_bytes: alloc.memory_bytes,
+                hostname_file: None,
+                mounts: crate::volumes::mounts_for(&volumes, p.volume_mounts.as_deref()),
+            });
+        }
         let cfg = &self.sh.cfg;
         let plan = GroupPlan {
             group_id: self.rec.uid.clone(),
@@ -298,6 +326,7 @@ impl Owner {
             hosts_file: None,
             resolv_conf_file: None,
             containers,
+            init_containers,
         };
         plan.save(&self.dir).map_err(|e| ProvisionError::internal(format!("writing the group plan: {e}")))?;
         let exe = cfg.exe.clone();
@@ -483,11 +512,14 @@ impl Owner {
             }
             let views: BTreeMap<String, ContainerInstanceView> = view::container_views(status, &r.container_views);
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            let state = view::group_state(r.restart_policy(), false, &names, &views).as_str().to_string();
+            let mut state = view::group_state(r.restart_policy(), false, &names, &views).as_str().to_string();
+            if status.init_failed {
+                state = "Failed".to_string();
+            }
             let mut changed = views != r.container_views || r.group_view.state.as_deref() != Some(state.as_str());
             r.container_views = views;
             r.group_view.state = Some(state);
-            if r.observed_generation < gen && view::all_started(&names, &r.container_views) {
+            if r.observed_generation < gen && (view::all_started(&names, &r.container_views) || status.init_failed) {
                 r.observed_generation = gen;
                 r.provisioning_state = "Succeeded".to_string();
                 finished_op = r.pending_operation.clone();

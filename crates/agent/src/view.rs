@@ -55,6 +55,7 @@ pub fn container_views(status: &rt::GroupStatus, previous: &BTreeMap<String, Con
     status
         .containers
         .iter()
+        .chain(&status.init_containers)
         .map(|c| {
             let mut events = agent_events(previous.get(&c.name));
             events.extend(c.events.iter().map(event));

@@ -240,6 +240,7 @@ mod tests {
                 hostname_file: None,
                 mounts: Vec::new(),
             }],
+            init_containers: Vec::new(),
         }
     }
 

@@ -32,6 +32,9 @@ pub struct GroupPlan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolv_conf_file: Option<PathBuf>,
     pub containers: Vec<ContainerPlan>,
+    /// Run to completion one after the other, before `containers` start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<ContainerPlan>,
 }
 
 /// Hard limits of the whole group (written to the group cgroup).

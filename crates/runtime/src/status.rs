@@ -170,6 +170,12 @@ pub struct GroupStatus {
     pub version: u64,
     pub updated_at: Timestamp,
     pub containers: Vec<ContainerStatus>,
+    /// Init containers, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<ContainerStatus>,
+    /// An init container failed and the restart policy gives up: the app containers never start.
+    #[serde(default)]
+    pub init_failed: bool,
 }
 
 impl GroupStatus {

@@ -201,6 +201,11 @@ enum Msg {
         index: usize,
         generation: u64,
     },
+    /// Back-off of the failed init container `index` is over.
+    InitRestartDue {
+        index: usize,
+        generation: u64,
+    },
     /// Start an exec; the reply carries its I/O and a receiver of its exit code.
     Exec {
         container: String,
@@ -242,6 +247,9 @@ struct Supervisor {
     stopping: bool,
     /// Exit-code receivers of running `crun exec`s, by pid (the reaper owns `waitpid`).
     exec_waiters: std::collections::HashMap<u32, oneshot::Sender<i32>>,
+    /// Init containers, and the index of the one to run next (`inits.len()`: all done).
+    inits: Vec<Ctr>,
+    init_next: usize,
 }
 
 impl Supervisor {
@@ -250,6 +258,24 @@ impl Supervisor {
         let sigchld = signal(SignalKind::child())?;
         let sigterm = signal(SignalKind::terminate())?;
         let ctx = BundleContext::detect();
+        let mut inits = Vec::new();
+        for c in &p.plan.init_containers {
+            let bundle = bundle::write_bundle(&p.dir, &p.plan, c, &ctx)?;
+            let log =
+                LogWriter::open(crate::logs::log_path(&p.dir, &c.name), p.plan.log_max_bytes)?;
+            inits.push(Ctr {
+                plan: c.clone(),
+                id: p.plan.container_id(&c.name),
+                bundle,
+                pid: None,
+                started: None,
+                backoff: Backoff::default(),
+                generation: 0,
+                restart_pending: false,
+                log: Arc::new(Mutex::new(log)),
+                events: broadcast::channel(16).0,
+            });
+        }
         let mut ctrs = Vec::new();
         for c in &p.plan.containers {
             let bundle = bundle::write_bundle(&p.dir, &p.plan, c, &ctx)?;
@@ -281,6 +307,13 @@ impl Supervisor {
                 .iter()
                 .map(|c| ContainerStatus::new(&c.name))
                 .collect(),
+            init_containers: p
+                .plan
+                .init_containers
+                .iter()
+                .map(|c| ContainerStatus::new(&c.name))
+                .collect(),
+            init_failed: false,
         };
         let (status_tx, _) = watch::channel(Arc::<str>::from(""));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -305,6 +338,8 @@ impl Supervisor {
             sigterm,
             stopping: false,
             exec_waiters: Default::default(),
+            inits,
+            init_next: 0,
         };
         sup.publish();
         Ok(sup)
@@ -326,7 +361,9 @@ impl Supervisor {
                     .containers
                     .iter()
                     .all(|c| c.current_state.state == State::Terminated);
-            self.status.state = if !done {
+            self.status.state = if self.status.init_failed {
+                GroupState::Failed
+            } else if !done {
                 GroupState::Running
             } else if self
                 .status
@@ -355,9 +392,7 @@ impl Supervisor {
     }
 
     async fn main_loop(&mut self) -> i32 {
-        for i in 0..self.ctrs.len() {
-            self.start(i);
-        }
+        self.advance_inits();
         self.publish();
         loop {
             tokio::select! {
@@ -385,6 +420,15 @@ impl Supervisor {
                             }
                         }
                         return 0;
+                    }
+                    Msg::InitRestartDue { index, generation } => {
+                        let c = &self.inits[index];
+                        if !self.stopping && c.restart_pending && c.generation == generation {
+                            self.inits[index].restart_pending = false;
+                            self.status.init_containers[index].restart_count += 1;
+                            self.advance_inits();
+                            self.publish();
+                        }
                     }
                     Msg::Exec { container, command, tty, reply } => {
                         let _ = reply.send(self.exec(&container, &command, tty));
@@ -419,66 +463,77 @@ impl Supervisor {
         Ok((started, rx))
     }
 
+    /// Start the next init container, or the app containers once every init container has
+    /// succeeded; does not publish.
+    fn advance_inits(&mut self) {
+        if self.stopping {
+            return;
+        }
+        if self.init_next < self.inits.len() {
+            let i = self.init_next;
+            let now = Timestamp::now();
+            let c = &mut self.inits[i];
+            let st = &mut self.status.init_containers[i];
+            if let Err(msg) = launch(&self.rt, c, st, now) {
+                st.add_event("Failed", &msg, EventType::Warning, now);
+                c.started = Some(Instant::now());
+                self.init_exited(i, START_FAILURE_EXIT_CODE, now);
+            }
+            return;
+        }
+        for i in 0..self.ctrs.len() {
+            self.start(i);
+        }
+    }
+
+    /// Record the exit of init container `i`: next one, a restart after back-off (the group's
+    /// policy, as for app containers), or the group fails without starting its app containers.
+    fn init_exited(&mut self, i: usize, code: i32, now: Timestamp) {
+        let c = &mut self.inits[i];
+        let st = &mut self.status.init_containers[i];
+        c.generation += 1;
+        record_exit(&c.plan.name, st, code, now);
+        if self.stopping {
+            return;
+        }
+        if code == 0 {
+            self.init_next = i + 1;
+            self.advance_inits();
+            return;
+        }
+        if !restart::should_restart(self.plan.restart_policy, code) {
+            self.status.init_failed = true;
+            for app in &mut self.status.containers {
+                app.current_state = ContainerState::waiting("Init container failed");
+            }
+            return;
+        }
+        let ran_for = c.started.map(|s| s.elapsed()).unwrap_or_default();
+        let delay = c.backoff.next_delay(
+            ran_for,
+            Duration::from_millis(self.plan.backoff_initial_ms),
+            Duration::from_millis(self.plan.backoff_max_ms),
+        );
+        c.restart_pending = true;
+        st.add_event("BackOff", "Back-off restarting failed init container", EventType::Warning, now);
+        st.transition(ContainerState::waiting("CrashLoopBackOff: Back-off restarting failed init container"));
+        let tx = self.tx.clone();
+        let (index, generation) = (i, c.generation);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::InitRestartDue { index, generation });
+        });
+    }
+
     /// Start container `i` (`crun run -d`); does not publish.
     fn start(&mut self, i: usize) {
         let now = Timestamp::now();
         let c = &mut self.ctrs[i];
         let st = &mut self.status.containers[i];
-        let pipes = (|| -> std::io::Result<_> {
-            let out = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-            let err = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-            Ok((out, err))
-        })();
-        let ((out_r, out_w), (err_r, err_w)) = match pipes {
-            Ok(p) => p,
-            Err(e) => {
-                st.add_event(
-                    "Failed",
-                    &format!("Error: cannot create pipes: {e}"),
-                    EventType::Warning,
-                    now,
-                );
-                return;
-            }
-        };
-        spawn_copier(out_r, Stream::Stdout, c.log.clone(), c.events.clone());
-        spawn_copier(err_r, Stream::Stderr, c.log.clone(), c.events.clone());
-        let _ = self.rt.delete_force(&c.id); // a leftover from an earlier supervisor
-        match self.rt.run_detached(&c.id, &c.bundle, out_w, err_w) {
-            Ok(pid) => {
-                c.pid = Some(pid);
-                c.started = Some(Instant::now());
-                st.pid = Some(pid);
-                st.add_event(
-                    "Created",
-                    &format!("Created container {}", c.plan.name),
-                    EventType::Normal,
-                    now,
-                );
-                st.add_event(
-                    "Started",
-                    &format!("Started container {}", c.plan.name),
-                    EventType::Normal,
-                    now,
-                );
-                st.transition(ContainerState {
-                    state: State::Running,
-                    start_time: Some(now),
-                    finish_time: None,
-                    exit_code: None,
-                    detail_status: String::new(),
-                });
-            }
-            Err(e) => {
-                let msg = format!(
-                    "Error: failed to start container {}: {}",
-                    c.plan.name,
-                    error_chain(&e)
-                );
-                st.add_event("Failed", &msg, EventType::Warning, now);
-                c.started = Some(Instant::now());
-                self.exited(i, START_FAILURE_EXIT_CODE, now);
-            }
+        if let Err(msg) = launch(&self.rt, c, st, now) {
+            st.add_event("Failed", &msg, EventType::Warning, now);
+            c.started = Some(Instant::now());
+            self.exited(i, START_FAILURE_EXIT_CODE, now);
         }
     }
 
@@ -507,6 +562,13 @@ impl Supervisor {
             let _ = tx.send(code);
             return false;
         }
+        if let Some(i) = self.inits.iter().position(|c| c.pid == Some(pid)) {
+            self.inits[i].pid = None;
+            self.status.init_containers[i].pid = None;
+            let _ = self.rt.delete_force(&self.inits[i].id);
+            self.init_exited(i, code, Timestamp::now());
+            return true;
+        }
         let Some(i) = self.ctrs.iter().position(|c| c.pid == Some(pid)) else {
             return false;
         };
@@ -523,32 +585,7 @@ impl Supervisor {
         let st = &mut self.status.containers[i];
         c.generation += 1;
         let _ = c.events.send(AttachEvent::Exited(code));
-        let start_time = match st.current_state.state {
-            State::Running => st.current_state.start_time,
-            _ => Some(now),
-        };
-        st.transition(ContainerState {
-            state: State::Terminated,
-            start_time,
-            finish_time: Some(now),
-            exit_code: Some(code),
-            detail_status: if code == 0 {
-                "Completed".into()
-            } else {
-                "Error".into()
-            },
-        });
-        let etype = if code == 0 {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        st.add_event(
-            "Exited",
-            &format!("Container {} exited with code {code}", c.plan.name),
-            etype,
-            now,
-        );
+        record_exit(&c.plan.name, st, code, now);
         if self.stopping || !restart::should_restart(self.plan.restart_policy, code) {
             return;
         }
@@ -577,7 +614,7 @@ impl Supervisor {
     }
 
     fn running(&self) -> bool {
-        self.ctrs.iter().any(|c| c.pid.is_some())
+        self.ctrs.iter().chain(&self.inits).any(|c| c.pid.is_some())
     }
 
     /// Wait (reaping) until no container runs or `deadline` passes.
@@ -619,11 +656,16 @@ impl Supervisor {
                 };
             }
         }
+        for c in &self.inits {
+            if c.pid.is_some() {
+                let _ = self.rt.kill(&c.id, "SIGTERM");
+            }
+        }
         self.publish();
         self.wait_all_exited(tokio::time::Instant::now() + grace)
             .await;
         if self.running() {
-            for c in &self.ctrs {
+            for c in self.ctrs.iter().chain(&self.inits) {
                 if let Some(pid) = c.pid {
                     if self.rt.kill(&c.id, "SIGKILL").is_err() {
                         let _ = nix::sys::signal::kill(
@@ -636,7 +678,7 @@ impl Supervisor {
             self.wait_all_exited(tokio::time::Instant::now() + Duration::from_secs(5))
                 .await;
         }
-        for c in &self.ctrs {
+        for c in self.ctrs.iter().chain(&self.inits) {
             if let Err(e) = self.rt.delete_force(&c.id) {
                 eprintln!("supervisor: {}", error_chain(&e));
             }
@@ -651,6 +693,81 @@ impl Supervisor {
         self.status.state = GroupState::Stopped;
         self.publish();
     }
+}
+
+/// Start one container (`crun run -d`) with its output copied into its log; records the
+/// Created/Started events and the Running state. `Err`: the message of a failed start.
+fn launch(rt: &OciRuntime, c: &mut Ctr, st: &mut ContainerStatus, now: Timestamp) -> Result<(), String> {
+    let pipes = (|| -> std::io::Result<_> {
+        let out = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let err = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        Ok((out, err))
+    })();
+    let ((out_r, out_w), (err_r, err_w)) =
+        pipes.map_err(|e| format!("Error: cannot create pipes: {e}"))?;
+    spawn_copier(out_r, Stream::Stdout, c.log.clone(), c.events.clone());
+    spawn_copier(err_r, Stream::Stderr, c.log.clone(), c.events.clone());
+    let _ = rt.delete_force(&c.id); // a leftover from an earlier supervisor
+    let pid = rt.run_detached(&c.id, &c.bundle, out_w, err_w).map_err(|e| {
+        format!(
+            "Error: failed to start container {}: {}",
+            c.plan.name,
+            error_chain(&e)
+        )
+    })?;
+    c.pid = Some(pid);
+    c.started = Some(Instant::now());
+    st.pid = Some(pid);
+    st.add_event(
+        "Created",
+        &format!("Created container {}", c.plan.name),
+        EventType::Normal,
+        now,
+    );
+    st.add_event(
+        "Started",
+        &format!("Started container {}", c.plan.name),
+        EventType::Normal,
+        now,
+    );
+    st.transition(ContainerState {
+        state: State::Running,
+        start_time: Some(now),
+        finish_time: None,
+        exit_code: None,
+        detail_status: String::new(),
+    });
+    Ok(())
+}
+
+/// Move a container's status to Terminated with `code` and record the Exited event.
+fn record_exit(name: &str, st: &mut ContainerStatus, code: i32, now: Timestamp) {
+    let start_time = match st.current_state.state {
+        State::Running => st.current_state.start_time,
+        _ => Some(now),
+    };
+    st.transition(ContainerState {
+        state: State::Terminated,
+        start_time,
+        finish_time: Some(now),
+        exit_code: Some(code),
+        detail_status: if code == 0 {
+            "Completed".into()
+        } else {
+            "Error".into()
+        },
+    });
+    let etype = if code == 0 {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    st.add_event(
+        "Exited",
+        &format!("Container {name} exited with code {code}"),
+        etype,
+        now,
+    );
 }
 
 /// Copy one output pipe of a container into its CRI log until EOF.

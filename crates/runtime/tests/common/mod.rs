@@ -94,6 +94,7 @@ impl Fixture {
             hosts_file: None,
             resolv_conf_file: None,
             containers: vec![],
+            init_containers: vec![],
         };
         Fixture {
             tmp,

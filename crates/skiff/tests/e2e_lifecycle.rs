@@ -1,0 +1,94 @@
+//! End-to-end: init containers (order, shared network and volumes, failure and the restart
+//! policy), probes and secure values.
+
+mod common;
+
+use std::time::Duration;
+
+use common::pod::*;
+use common::*;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(60);
+
+fn ctr(name: &str, script: &str) -> Value {
+    json!({"name": name, "properties": {
+        "image": image("busybox:latest"),
+        "command": ["sh", "-c", script],
+        "resources": {"requests": {"cpu": 0.25, "memoryInGB": 0.25}},
+        "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+    }})
+}
+
+fn init(name: &str, script: &str) -> Value {
+    json!({"name": name, "properties": {
+        "image": image("busybox:latest"),
+        "command": ["sh", "-c", script],
+        "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+    }})
+}
+
+fn group_with_inits(policy: &str, inits: Vec<Value>, app: Value) -> Value {
+    json!({"location": "westus", "properties": {
+        "osType": "Linux", "restartPolicy": policy,
+        "containers": [app], "initContainers": inits,
+        "volumes": [{"name": "work", "emptyDir": {}}],
+    }})
+}
+
+fn init_view<'a>(g: &'a Value, name: &str) -> &'a Value {
+    g["properties"]["initContainers"].as_array().and_then(|a| a.iter().find(|c| c["name"] == name)).map(|c| &c["properties"]["instanceView"]).unwrap_or_else(|| panic!("init container {name} in {g}"))
+}
+
+#[test]
+fn init_containers_run_in_order_before_the_app_sharing_network_and_volumes() {
+    let s = TestServer::start();
+    s.ensure_rg("life");
+    let body = group_with_inits(
+        "Always",
+        vec![
+            init("first", "sleep 0.3; echo one >> /work/order; readlink /proc/self/ns/net > /work/netns-init"),
+            init("second", "echo two >> /work/order"),
+        ],
+        ctr("app", "echo app >> /work/order; cat /work/order; readlink /proc/self/ns/net > /work/netns-app; sleep 3600"),
+    );
+    assert_eq!(s.put_group("life", "inits", &body).status, 201);
+    let g = s.wait_state("life", "inits", "Running");
+    assert_eq!(s.wait_logs("life", "inits", "app", "app"), "one\ntwo\napp\n");
+    for name in ["first", "second"] {
+        let v = init_view(&g, name);
+        assert_eq!(v["currentState"]["state"], "Terminated", "{v}");
+        assert_eq!(v["currentState"]["exitCode"], 0, "{v}");
+    }
+    let (code, out) = exec_piped(&s, "life", "inits", "cat /work/netns-init /work/netns-app", None);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!((code, lines.len()), (0, 2), "{out}");
+    assert_eq!(lines[0], lines[1], "init and app containers are in different network namespaces");
+    assert_eq!(s.logs("life", "inits", "second"), "");
+}
+
+#[test]
+fn a_failing_init_container_follows_the_restart_policy() {
+    let s = TestServer::start();
+    s.ensure_rg("life");
+    // Never: the group fails and the app never starts.
+    let body = group_with_inits("Never", vec![init("boom", "echo failing; exit 3")], ctr("app", "echo app-ran; sleep 3600"));
+    assert_eq!(s.put_group("life", "never", &body).status, 201);
+    let g = s.wait_group("life", "never", "state Failed", T, |g| g["properties"]["instanceView"]["state"] == "Failed");
+    let v = init_view(&g, "boom");
+    assert_eq!(v["currentState"]["exitCode"], 3, "{g}");
+    let app = &g["properties"]["containers"][0]["properties"]["instanceView"];
+    assert_eq!(app["currentState"]["state"], "Waiting", "{g}");
+    assert_eq!(s.logs("life", "never", "app"), "");
+    assert_eq!(s.logs("life", "never", "boom"), "failing\n");
+
+    // OnFailure: the init container is retried (the volume keeps its state) until it succeeds.
+    let body = group_with_inits("OnFailure", vec![init("flaky", "[ -f /work/once ] || { touch /work/once; exit 1; }")], ctr("app", "echo app-ran; sleep 3600"));
+    assert_eq!(s.put_group("life", "retry", &body).status, 201);
+    let g = s.wait_state("life", "retry", "Running");
+    s.wait_logs("life", "retry", "app", "app-ran");
+    let v = init_view(&g, "flaky");
+    assert_eq!(v["restartCount"], 1, "{g}");
+    assert_eq!(v["currentState"]["exitCode"], 0, "{g}");
+    assert_eq!(v["previousState"]["exitCode"], 1, "{g}");
+}
