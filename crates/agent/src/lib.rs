@@ -7,6 +7,7 @@
 
 mod git;
 mod owner;
+pub mod probes;
 pub mod process;
 mod streams;
 pub mod volumes;

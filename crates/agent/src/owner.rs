@@ -276,6 +276,8 @@ impl Owner {
                 memory_limit_bytes: a.memory_limit_bytes,
                 hostname_file: None,
                 mounts: crate::volumes::mounts_for(&volumes, c.properties.volume_mounts.as_deref()),
+                liveness_probe: c.properties.liveness_probe.as_ref().and_then(crate::probes::probe_plan),
+                readiness_probe: c.properties.readiness_probe.as_ref().and_then(crate::probes::probe_plan),
             });
         }
         // Init containers: the group's whole allocation (ACI gives them no requests of their own).
@@ -304,6 +306,8 @@ impl Owner {
                 memory_limit_bytes: alloc.memory_bytes,
                 hostname_file: None,
                 mounts: crate::volumes::mounts_for(&volumes, p.volume_mounts.as_deref()),
+                liveness_probe: None,
+                readiness_probe: None,
             });
         }
         let cfg = &self.sh.cfg;

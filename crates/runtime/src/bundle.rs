@@ -239,6 +239,8 @@ mod tests {
                 memory_limit_bytes: 256 << 20,
                 hostname_file: None,
                 mounts: Vec::new(),
+                liveness_probe: None,
+                readiness_probe: None,
             }],
             init_containers: Vec::new(),
         }

@@ -24,6 +24,7 @@ pub mod logs;
 pub mod netns;
 pub mod oci_runtime;
 pub mod plan;
+pub mod probe;
 pub mod protocol;
 pub mod pty;
 pub mod restart;

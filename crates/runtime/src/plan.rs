@@ -92,6 +92,10 @@ pub struct ContainerPlan {
     /// Volumes, prepared on the host by the daemon, bind-mounted in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<MountPlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<crate::probe::ProbePlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<crate::probe::ProbePlan>,
 }
 
 /// One volume mount of a container.

@@ -201,6 +201,13 @@ enum Msg {
         index: usize,
         generation: u64,
     },
+    /// One probe result of app container `index` in its run `generation`.
+    ProbeResult {
+        index: usize,
+        generation: u64,
+        kind: crate::probe::ProbeKind,
+        result: Result<(), String>,
+    },
     /// Back-off of the failed init container `index` is over.
     InitRestartDue {
         index: usize,
@@ -230,6 +237,10 @@ struct Ctr {
     restart_pending: bool,
     log: Arc<Mutex<LogWriter>>,
     events: broadcast::Sender<AttachEvent>,
+    /// Probe tasks of the current run (aborted when it ends) and their bookkeeping.
+    probes: Vec<tokio::task::AbortHandle>,
+    liveness: crate::probe::ProbeState,
+    readiness: crate::probe::ProbeState,
 }
 
 struct Supervisor {
@@ -274,6 +285,9 @@ impl Supervisor {
                 restart_pending: false,
                 log: Arc::new(Mutex::new(log)),
                 events: broadcast::channel(16).0,
+                probes: Vec::new(),
+                liveness: Default::default(),
+                readiness: Default::default(),
             });
         }
         let mut ctrs = Vec::new();
@@ -292,6 +306,9 @@ impl Supervisor {
                 restart_pending: false,
                 log: Arc::new(Mutex::new(log)),
                 events: broadcast::channel(256).0,
+                probes: Vec::new(),
+                liveness: Default::default(),
+                readiness: Default::default(),
             });
         }
         let status = GroupStatus {
@@ -421,6 +438,11 @@ impl Supervisor {
                         }
                         return 0;
                     }
+                    Msg::ProbeResult { index, generation, kind, result } => {
+                        if self.probe_result(index, generation, kind, result) {
+                            self.publish();
+                        }
+                    }
                     Msg::InitRestartDue { index, generation } => {
                         let c = &self.inits[index];
                         if !self.stopping && c.restart_pending && c.generation == generation {
@@ -534,7 +556,84 @@ impl Supervisor {
             st.add_event("Failed", &msg, EventType::Warning, now);
             c.started = Some(Instant::now());
             self.exited(i, START_FAILURE_EXIT_CODE, now);
+            return;
         }
+        self.start_probes(i);
+    }
+
+    /// Spawn the probe loops of app container `i` for its current run.
+    fn start_probes(&mut self, i: usize) {
+        let c = &mut self.ctrs[i];
+        let kinds = [
+            (crate::probe::ProbeKind::Liveness, c.plan.liveness_probe.clone()),
+            (crate::probe::ProbeKind::Readiness, c.plan.readiness_probe.clone()),
+        ];
+        for (kind, plan) in kinds {
+            let Some(plan) = plan else { continue };
+            let ctx = ProbeCtx {
+                tx: self.tx.clone(),
+                index: i,
+                generation: c.generation,
+                kind,
+                container: c.plan.name.clone(),
+                netns: self.plan.netns_path.clone(),
+            };
+            c.probes.push(tokio::spawn(probe_loop(ctx, plan)).abort_handle());
+        }
+    }
+
+    /// Apply one probe result; returns whether the status changed.
+    fn probe_result(
+        &mut self,
+        i: usize,
+        generation: u64,
+        kind: crate::probe::ProbeKind,
+        result: Result<(), String>,
+    ) -> bool {
+        let now = Timestamp::now();
+        let c = &mut self.ctrs[i];
+        if self.stopping || c.generation != generation || c.pid.is_none() {
+            return false; // a result of an earlier run
+        }
+        let st = &mut self.status.containers[i];
+        let (plan, state) = match kind {
+            crate::probe::ProbeKind::Liveness => (c.plan.liveness_probe.as_ref(), &mut c.liveness),
+            crate::probe::ProbeKind::Readiness => (c.plan.readiness_probe.as_ref(), &mut c.readiness),
+        };
+        let Some(plan) = plan else { return false };
+        let verdict = state.record(result.is_ok(), plan);
+        let mut changed = false;
+        if let Err(msg) = &result {
+            st.add_event(
+                "Unhealthy",
+                &format!("{} probe failed: {msg}", kind.as_str()),
+                EventType::Warning,
+                now,
+            );
+            changed = true;
+        }
+        match (kind, verdict) {
+            (crate::probe::ProbeKind::Readiness, Some(ready)) => {
+                st.ready = Some(ready);
+                if st.current_state.state == State::Running {
+                    st.current_state.detail_status = if ready { "Ready".into() } else { "NotReady".into() };
+                }
+                changed = true;
+            }
+            (crate::probe::ProbeKind::Liveness, Some(false)) => {
+                st.add_event(
+                    "Killing",
+                    &format!("Container {} failed liveness probe, will be restarted", c.plan.name),
+                    EventType::Normal,
+                    now,
+                );
+                // The exit is reaped as usual: the restart policy decides and counts the restart.
+                let _ = self.rt.kill(&c.id, "SIGKILL");
+                changed = true;
+            }
+            _ => {}
+        }
+        changed
     }
 
     /// Reap every exited child; container inits update the status.
@@ -585,6 +684,12 @@ impl Supervisor {
         let st = &mut self.status.containers[i];
         c.generation += 1;
         let _ = c.events.send(AttachEvent::Exited(code));
+        for p in c.probes.drain(..) {
+            p.abort();
+        }
+        c.liveness = Default::default();
+        c.readiness = Default::default();
+        st.ready = None;
         record_exit(&c.plan.name, st, code, now);
         if self.stopping || !restart::should_restart(self.plan.restart_policy, code) {
             return;
@@ -692,6 +797,81 @@ impl Supervisor {
         let _ = std::fs::remove_file(self.dir.join(CTL_SOCKET));
         self.status.state = GroupState::Stopped;
         self.publish();
+    }
+}
+
+/// What a probe loop needs to report.
+struct ProbeCtx {
+    tx: mpsc::UnboundedSender<Msg>,
+    index: usize,
+    generation: u64,
+    kind: crate::probe::ProbeKind,
+    container: String,
+    netns: PathBuf,
+}
+
+/// Run one probe every period (after the initial delay) until aborted.
+async fn probe_loop(ctx: ProbeCtx, plan: crate::probe::ProbePlan) {
+    tokio::time::sleep(Duration::from_millis(plan.initial_delay_ms)).await;
+    let timeout = Duration::from_millis(plan.timeout_ms.max(1));
+    loop {
+        let result = match &plan.action {
+            crate::probe::ProbeAction::Exec { command } => {
+                exec_probe(&ctx.tx, &ctx.container, command.clone(), timeout).await
+            }
+            crate::probe::ProbeAction::HttpGet { path, port, scheme, headers } => {
+                crate::probe::http_check_async(
+                    ctx.netns.clone(),
+                    path.clone(),
+                    *port,
+                    scheme.clone(),
+                    headers.clone(),
+                    timeout,
+                )
+                .await
+            }
+        };
+        let msg = Msg::ProbeResult {
+            index: ctx.index,
+            generation: ctx.generation,
+            kind: ctx.kind,
+            result,
+        };
+        if ctx.tx.send(msg).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(plan.period_ms.max(100))).await;
+    }
+}
+
+/// An exec probe: the command through `crun exec` (as a user exec), output discarded.
+async fn exec_probe(
+    tx: &mpsc::UnboundedSender<Msg>,
+    container: &str,
+    command: Vec<String>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let (reply, rx) = oneshot::channel();
+    let msg = Msg::Exec { container: container.to_owned(), command, tty: None, reply };
+    tx.send(msg).map_err(|_| "the supervisor is stopping".to_string())?;
+    let (started, exit) = rx.await.map_err(|_| "the supervisor is stopping".to_string())??;
+    if let crate::exec::ExecIo::Pipes { stdin, stdout, stderr } = started.io {
+        drop(stdin);
+        // Drain the output so a chatty command does not die of SIGPIPE.
+        for fd in [stdout, stderr] {
+            if let Ok(mut rx) = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd) {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while matches!(rx.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        }
+    }
+    match tokio::time::timeout(timeout, exit).await {
+        Ok(Ok(0)) => Ok(()),
+        Ok(Ok(code)) => Err(format!("command exited with code {code}")),
+        Ok(Err(_)) => Err("the probe process was lost".to_string()),
+        Err(_) => Err(format!("command timed out after {} s", timeout.as_secs_f64())),
     }
 }
 

@@ -92,3 +92,55 @@ fn a_failing_init_container_follows_the_restart_policy() {
     assert_eq!(v["currentState"]["exitCode"], 0, "{g}");
     assert_eq!(v["previousState"]["exitCode"], 1, "{g}");
 }
+
+fn main_view(g: &Value) -> &Value {
+    &g["properties"]["containers"][0]["properties"]["instanceView"]
+}
+
+#[test]
+fn a_failing_liveness_probe_restarts_the_container_with_an_event() {
+    let s = TestServer::start();
+    s.ensure_rg("probe");
+    let mut body = simple_group(&image("busybox:latest"), &["sh", "-c", "touch /tmp/healthy; echo started; sleep 3600"]);
+    body["properties"]["containers"][0]["properties"]["livenessProbe"] =
+        json!({"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1, "failureThreshold": 2, "timeoutSeconds": 5});
+    assert_eq!(s.put_group("probe", "live", &body).status, 201);
+    s.wait_state("probe", "live", "Running");
+    // Healthy probes keep it running: still the first run after a few periods.
+    std::thread::sleep(Duration::from_millis(2500));
+    let g = s.get_group("probe", "live").body;
+    assert_eq!(main_view(&g)["restartCount"], 0, "{g}");
+    let (code, _) = exec_piped(&s, "probe", "live", "rm /tmp/healthy", None);
+    assert_eq!(code, 0);
+    let g = s.wait_group("probe", "live", "a liveness restart", T, |g| main_view(g)["restartCount"].as_i64().unwrap_or(0) >= 1);
+    let events = main_view(&g)["events"].to_string();
+    assert!(events.contains("Liveness probe failed") && events.contains("failed liveness probe, will be restarted"), "{events}");
+    // The restarted container is healthy again (its script recreated the file).
+    s.wait_group("probe", "live", "running again", T, |g| main_view(g)["currentState"]["state"] == "Running");
+    s.wait_logs("probe", "live", "main", "started\nstarted");
+}
+
+#[test]
+fn readiness_follows_an_http_probe_in_the_groups_network() {
+    let s = TestServer::start();
+    s.ensure_rg("probe");
+    let body = json!({"location": "westus", "properties": {"osType": "Linux", "containers": [{"name": "web", "properties": {
+        "image": image("busybox-httpd:latest"),
+        "ports": [{"port": 80}],
+        "resources": {"requests": {"cpu": 0.25, "memoryInGB": 0.25}},
+        "readinessProbe": {"httpGet": {"path": "/ready.html", "port": 80, "scheme": "http", "httpHeaders": [{"name": "X-Probe", "value": "1"}]},
+                           "periodSeconds": 1, "failureThreshold": 1, "successThreshold": 1},
+    }}]}});
+    assert_eq!(s.put_group("probe", "ready", &body).status, 201);
+    let g = s.wait_group("probe", "ready", "not ready", T, |g| main_view(g)["currentState"]["detailStatus"] == "NotReady");
+    assert!(main_view(&g)["events"].to_string().contains("statuscode: 404"), "{g}");
+    let (code, _) = exec_piped(&s, "probe", "ready", "sh -c 'echo ok > /www/ready.html'", None);
+    assert_eq!(code, 0);
+    let g = s.wait_group("probe", "ready", "ready", T, |g| main_view(g)["currentState"]["detailStatus"] == "Ready");
+    assert_eq!(main_view(&g)["restartCount"], 0, "readiness must never restart: {g}");
+    // Invalid probes are refused up front.
+    let mut bad = body.clone();
+    bad["properties"]["containers"][0]["properties"]["readinessProbe"] = json!({"httpGet": {"path": "/", "port": 80, "httpHeaders": [{"name": "X\r\nY", "value": "1"}]}});
+    let r = s.put_group("probe", "bad", &bad);
+    assert_eq!((r.status, r.code()), (400, "InvalidProbe".to_string()), "{}", r.text);
+}

@@ -57,6 +57,8 @@ pub fn container(name: &str, rootfs: &Path, script: &str) -> ContainerPlan {
         memory_limit_bytes: 64 << 20,
         hostname_file: None,
         mounts: Vec::new(),
+        liveness_probe: None,
+        readiness_probe: None,
     }
 }
 
