@@ -43,6 +43,8 @@ pub struct AgentConfig {
     pub stop_grace: Duration,
     pub pids_max: Option<i64>,
     pub gc_interval: Duration,
+    /// Opens the secrets the API sealed into the group records (`None`: records hold them as is).
+    pub secrets: Option<Arc<skiff_secrets::SecretKey>>,
 }
 
 impl AgentConfig {
@@ -60,6 +62,7 @@ impl AgentConfig {
             stop_grace: Duration::from_secs(10),
             pids_max: Some(4096),
             gc_interval: Duration::from_secs(600),
+            secrets: None,
         }
     }
 }
@@ -97,7 +100,15 @@ impl Shared {
         self.cfg.data_dir.join("groups").join(uid)
     }
 
-    fn dispatch(self: &Arc<Self>, rec: GroupRecord) {
+    fn dispatch(self: &Arc<Self>, mut rec: GroupRecord) {
+        // Owners work on the opened document; they never write it back (updates go through
+        // `update_group` on the stored record), so the clear values stay in memory.
+        if let Some(k) = &self.cfg.secrets {
+            match skiff_secrets::open_group(k, &rec.spec) {
+                Ok(spec) => rec.spec = spec,
+                Err(e) => tracing::error!(group = %rec.name, error = %e, "cannot open the group's secrets"),
+            }
+        }
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = owners.get(&rec.uid) {
             if tx.send(rec.clone()).is_ok() {

@@ -57,7 +57,10 @@ pub(crate) async fn prepare(sh: &Shared, rec: &GroupRecord, group_dir: &Path) ->
         let prepared = if let Some(share) = &v.azure_file {
             let key = share.storage_account_key.as_deref().unwrap_or("");
             let found = sh.store.get(&share_key(&share.storage_account_name, &share.share_name)).await.map_err(|e| err("VolumePreparationFailed", format!("reading share '{}': {e}", share.share_name)))?;
-            let record: Option<ShareRecord> = found.and_then(|kv| serde_json::from_slice(&kv.value).ok());
+            let mut record: Option<ShareRecord> = found.and_then(|kv| serde_json::from_slice(&kv.value).ok());
+            if let (Some(r), Some(k)) = (record.as_mut(), &sh.cfg.secrets) {
+                r.storage_account_key = k.open(&r.storage_account_key).map_err(|e| err("VolumePreparationFailed", format!("volume '{}': {e}", v.name)))?;
+            }
             let Some(record) = record else {
                 return Err(err("StorageShareNotFound", format!("volume '{}': the file share '{}' of storage account '{}' does not exist (create it with `skiff share create`).", v.name, share.share_name, share.storage_account_name)));
             };

@@ -62,7 +62,7 @@ pub(crate) async fn put(ctx: &Ctx, g: &GroupRef) -> ApiResult<Response> {
                 subscription: g.subscription.clone(),
                 resource_group: rg.name.clone(),
                 name: g.name.clone(),
-                spec: spec.clone(),
+                spec: ctx.api.seal_spec(&spec)?,
                 desired: Desired::Running,
                 generation: 1,
                 observed_generation: 0,
@@ -99,7 +99,7 @@ pub(crate) async fn put(ctx: &Ctx, g: &GroupRef) -> ApiResult<Response> {
         spec.location = rec.spec.location.clone();
         let mut ops = Vec::new();
         let op_id;
-        if same_except_tags(&spec, &rec.spec) {
+        if same_except_tags(&spec, &ctx.api.open_spec(&rec.spec)?) {
             // Tags only (or nothing): no reprovisioning. Point the client at the operation
             // still in flight, if any, else at one that has already succeeded.
             if rec.spec.tags != spec.tags {
@@ -119,7 +119,7 @@ pub(crate) async fn put(ctx: &Ctx, g: &GroupRef) -> ApiResult<Response> {
             }
         } else {
             ops.extend(cancel_pending(store, &rec, "update").await?);
-            rec.spec = spec.clone();
+            rec.spec = ctx.api.seal_spec(&spec)?;
             rec.generation += 1;
             rec.provisioning_state = "Updating".to_string();
             rec.desired = Desired::Running;

@@ -57,11 +57,13 @@ pub struct ApiConfig {
     pub quota_groups: u64,
     /// Cores a subscription's groups may use in a location (reported by `usages`).
     pub quota_cores: u64,
+    /// Seals the groups' write-only values before they are stored (`None`: stored as given).
+    pub secrets: Option<Arc<skiff_secrets::SecretKey>>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000 }
+        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, secrets: None }
     }
 }
 
@@ -97,6 +99,24 @@ pub(crate) struct Api {
     pub cfg: ApiConfig,
     /// Exec/attach sessions handed out and not yet connected.
     pub sessions: streams::Sessions,
+}
+
+impl Api {
+    /// The copy of a validated document that goes into the store (secrets sealed).
+    pub(crate) fn seal_spec(&self, spec: &skiff_model::ContainerGroup) -> Result<skiff_model::ContainerGroup, ArmError> {
+        match &self.cfg.secrets {
+            Some(k) => skiff_secrets::seal_group(k, spec).map_err(|e| ArmError::internal(format!("sealing the group's secrets failed: {e}"))),
+            None => Ok(spec.clone()),
+        }
+    }
+
+    /// A stored document with its secrets opened (to compare it with a new one).
+    pub(crate) fn open_spec(&self, spec: &skiff_model::ContainerGroup) -> Result<skiff_model::ContainerGroup, ArmError> {
+        match &self.cfg.secrets {
+            Some(k) => skiff_secrets::open_group(k, spec).map_err(|e| ArmError::internal(format!("opening the group's secrets failed: {e}"))),
+            None => Ok(spec.clone()),
+        }
+    }
 }
 
 /// Per-request context handed to the handlers.

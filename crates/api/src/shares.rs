@@ -67,7 +67,11 @@ async fn create(State(api): State<Arc<Api>>, Path((account, share)): Path<(Strin
         None => format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()),
     };
     let rec = ShareRecord { storage_account_name: account.clone(), share_name: share.clone(), storage_account_key: key, created_at: jiff::Timestamp::now().to_string() };
-    let raw = serde_json::to_vec(&rec).map_err(|e| ArmError::internal(e.to_string()))?;
+    let mut stored = rec.clone();
+    if let Some(k) = &api.cfg.secrets {
+        stored.storage_account_key = k.seal(&rec.storage_account_key).map_err(|e| ArmError::internal(format!("sealing the share key failed: {e}")))?;
+    }
+    let raw = serde_json::to_vec(&stored).map_err(|e| ArmError::internal(e.to_string()))?;
     match api.store.put(&share_key(&account, &share), raw, Expect::Absent).await {
         Ok(_) => Ok(json(StatusCode::CREATED, &rec.to_json(true))),
         Err(e) if e.is_conflict() => Err(ArmError::conflict("ShareAlreadyExists", format!("The file share '{share}' of storage account '{account}' already exists.")).into()),

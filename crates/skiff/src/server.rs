@@ -59,6 +59,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("skiff.db")).context("opening the store")?);
 
+    let secrets = Arc::new(skiff_secrets::SecretKey::load_or_create(&data_dir.join("secret.key")).context("loading the secret key")?);
+
     let exe = std::env::current_exe().context("finding the skiff executable")?;
     let mut cfg = AgentConfig::with_defaults(data_dir.clone(), exe);
     cfg.runtime.binary = which(&args.runtime).with_context(|| format!("finding the OCI runtime '{}'", args.runtime))?;
@@ -68,9 +70,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     cfg.netns_dir = args.run_dir.clone().join("netns");
     cfg.runtime.root = args.run_dir.clone().join("crun");
     cfg.backoff_initial_ms = args.restart_backoff_ms;
+    cfg.secrets = Some(Arc::clone(&secrets));
     let agent = Agent::start(Arc::clone(&store), cfg).await.context("starting the agent")?;
 
-    let api_cfg = ApiConfig { location: args.location.clone(), page_size: args.page_size, ..ApiConfig::default() };
+    let api_cfg = ApiConfig { location: args.location.clone(), page_size: args.page_size, secrets: Some(secrets), ..ApiConfig::default() };
     let app = skiff_api::router(Arc::clone(&store), Arc::new(AgentNode(agent)), api_cfg);
     let addr: SocketAddr = args.listen.parse().with_context(|| format!("invalid --listen address '{}'", args.listen))?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;

@@ -144,3 +144,67 @@ fn readiness_follows_an_http_probe_in_the_groups_network() {
     let r = s.put_group("probe", "bad", &bad);
     assert_eq!((r.status, r.code()), (400, "InvalidProbe".to_string()), "{}", r.text);
 }
+
+fn md5_hex(s: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("md5sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().expect("md5sum");
+    child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn secure_values_reach_the_container_but_no_api_log_export_or_store_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = TestServer::start();
+    s.ensure_rg("sec");
+    let (env_secret, reg_secret, vol_secret_b64) = ("sv-topsecret-4711", "regpass-0815-secret", "dm9sdW1lLXNlY3JldC0yMjI=");
+    let mut body = simple_group(&image("busybox:latest"), &["sh", "-c", "printf %s \"$S\" | md5sum; sleep 3600"]);
+    let p = &mut body["properties"];
+    p["containers"][0]["properties"]["environmentVariables"] = json!([{"name": "S", "secureValue": env_secret}, {"name": "PLAIN", "value": "visible"}]);
+    p["containers"][0]["properties"]["volumeMounts"] = json!([{"name": "v", "mountPath": "/v"}]);
+    p["volumes"] = json!([{"name": "v", "secret": {"f": vol_secret_b64}}]);
+    p["imageRegistryCredentials"] = json!([{"server": "registry.invalid", "username": "u", "password": reg_secret}]);
+    let r = s.put_group("sec", "g", &body);
+    assert_eq!(r.status, 201, "{}", r.text);
+    s.wait_state("sec", "g", "Running");
+    // The container got the clear value.
+    s.wait_logs("sec", "g", "main", &md5_hex(env_secret));
+    assert_eq!(exec_piped(&s, "sec", "g", "cat /v/f", None).1, "volume-secret-222");
+
+    let secrets = [env_secret, reg_secret, vol_secret_b64, "volume-secret-222"];
+    let mut served = vec![
+        s.get_group("sec", "g").text,
+        s.request("GET", &format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/containerGroups?{API}"), None).text,
+        s.cli_ok(&["container", "show", "-g", "sec", "-n", "g", "-o", "json"]),
+        s.logs("sec", "g", "main"),
+    ];
+    let export = s.data_dir.join("exported.yaml");
+    s.cli_ok(&["container", "export", "-g", "sec", "-n", "g", "-f", &export.to_string_lossy()]);
+    served.push(std::fs::read_to_string(&export).unwrap());
+    served.push(s.server_log());
+    for text in &served {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} leaked into:\n{text}");
+        }
+    }
+    assert!(served[0].contains("visible"));
+    // At rest: the store files hold no clear text, and the key file is private.
+    let mut store_bytes = Vec::new();
+    for f in ["skiff.db", "skiff.db-wal"] {
+        store_bytes.extend(std::fs::read(s.data_dir.join(f)).unwrap_or_default());
+    }
+    assert!(store_bytes.len() > 1000);
+    for secret in secrets {
+        assert!(!store_bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} in clear in the store");
+    }
+    assert!(store_bytes.windows(13).any(|w| w == b"skiff-sealed:"), "no sealed values in the store");
+    let mode = std::fs::metadata(s.data_dir.join("secret.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // An update that changes only a plain value still re-seals and keeps the container's view.
+    body["properties"]["containers"][0]["properties"]["environmentVariables"][1]["value"] = json!("visible-2");
+    assert_eq!(s.put_group("sec", "g", &body).status, 200);
+    s.wait_group("sec", "g", "the update", T, |g| g["properties"]["provisioningState"] == "Succeeded" && g.to_string().contains("visible-2"));
+    s.wait_logs("sec", "g", "main", &format!("{}\n{}", md5_hex(env_secret), md5_hex(env_secret)).replace("\n", "  -\n"));
+}
