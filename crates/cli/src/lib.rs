@@ -28,6 +28,7 @@ pub mod output;
 pub mod progress;
 pub mod shares;
 pub mod terminal;
+pub mod volumes;
 
 pub use error::CliError;
 
@@ -275,6 +276,30 @@ pub struct CreateArgs {
     /// Do not wait for the operation to finish.
     #[arg(long)]
     pub no_wait: bool,
+    /// Azure File volume (a Skiff-managed share, `skiff share create`): share name.
+    #[arg(long)]
+    pub azure_file_volume_share_name: Option<String>,
+    #[arg(long)]
+    pub azure_file_volume_account_name: Option<String>,
+    #[arg(long)]
+    pub azure_file_volume_account_key: Option<String>,
+    #[arg(long)]
+    pub azure_file_volume_mount_path: Option<String>,
+    /// Git repository volume: URL to clone before the container starts.
+    #[arg(long)]
+    pub gitrepo_url: Option<String>,
+    /// Directory in the volume to clone into (default ".").
+    #[arg(long)]
+    pub gitrepo_dir: Option<String>,
+    #[arg(long)]
+    pub gitrepo_revision: Option<String>,
+    #[arg(long)]
+    pub gitrepo_mount_path: Option<String>,
+    /// Secret volume files NAME=VALUE (space separated; stored as files, never returned).
+    #[arg(long, num_args = 1.., value_name = "NAME=VALUE")]
+    pub secrets: Vec<String>,
+    #[arg(long)]
+    pub secrets_mount_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -177,9 +177,12 @@ fn azure_file_shares_persist_are_shared_and_enforce_keys_and_read_only() {
     // Data outlives the groups.
     s.delete_group("vol", "share-a");
     s.delete_group("vol", "share-b");
-    let c = group(vec![container("app", "sleep 3600", mount.clone())], share(false, &key));
-    create_running(&s, "vol", "share-c", &c);
-    assert_eq!(exec_in(&s, "vol", "share-c", "app", "cat /data/f").1, "persisted\nmore\n");
+    // A third group through az's flags.
+    let img = image("busybox:latest");
+    s.cli_ok(&["container", "create", "-g", "vol", "-n", "share-c", "--image", &img, "--cpu", "0.25", "--memory", "0.25", "--command-line", "sleep 3600",
+        "--azure-file-volume-share-name", "data", "--azure-file-volume-account-name", "acct1", "--azure-file-volume-account-key", &key, "--azure-file-volume-mount-path", "/data"]);
+    s.wait_state("vol", "share-c", "Running");
+    assert_eq!(exec_in(&s, "vol", "share-c", "share-c", "cat /data/f").1, "persisted\nmore\n");
 
     // A wrong key, or a share that does not exist, is a clear provisioning error.
     let g = create_failed(&s, "vol", "share-bad", &group(vec![container("app", "sleep 3600", mount.clone())], share(false, "wrong-key-wrong-key")));
