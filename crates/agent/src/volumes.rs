@@ -159,3 +159,22 @@ fn is_mount_point(path: &Path) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_follow_the_volume_and_the_mount_read_only_flags() {
+        let prepared: HashMap<String, Prepared> = [
+            ("data".to_string(), Prepared { source: "/g/volumes/data".into(), read_only: false }),
+            ("sec".to_string(), Prepared { source: "/g/volumes/sec".into(), read_only: true }),
+        ]
+        .into();
+        let m = |name: &str, path: &str, ro: Option<bool>| VolumeMount { name: name.into(), mount_path: path.into(), read_only: ro };
+        let got = mounts_for(&prepared, Some(&[m("data", "/rw", None), m("data", "/ro", Some(true)), m("sec", "/s", Some(false)), m("gone", "/x", None)]));
+        let summary: Vec<(&str, bool)> = got.iter().map(|p| (p.destination.as_str(), p.read_only)).collect();
+        assert_eq!(summary, [("/rw", false), ("/ro", true), ("/s", true)]);
+        assert!(mounts_for(&prepared, None).is_empty());
+    }
+}

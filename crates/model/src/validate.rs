@@ -453,6 +453,32 @@ mod tests {
     }
 
     #[test]
+    fn probes_are_validated() {
+        let cap = Capacity::default();
+        let with = |probe: serde_json::Value| {
+            let mut v = simple();
+            v["properties"]["containers"][0]["properties"]["livenessProbe"] = probe;
+            validate_group(group(v), "demo", &cap)
+        };
+        assert!(with(serde_json::json!({"exec": {"command": ["cat", "/ok"]}, "periodSeconds": 5})).is_ok());
+        assert!(with(serde_json::json!({"httpGet": {"path": "/h", "port": 8080, "scheme": "https", "httpHeaders": [{"name": "X-A", "value": "b"}]}})).is_ok());
+        for bad in [
+            serde_json::json!({}),
+            serde_json::json!({"exec": {"command": []}}),
+            serde_json::json!({"exec": {"command": ["x"]}, "httpGet": {"port": 80}}),
+            serde_json::json!({"httpGet": {"port": 0}}),
+            serde_json::json!({"httpGet": {"port": 80, "path": "no-slash"}}),
+            serde_json::json!({"httpGet": {"port": 80, "scheme": "ftp"}}),
+            serde_json::json!({"httpGet": {"port": 80, "httpHeaders": [{"name": "A: b\r\nC", "value": "d"}]}}),
+            serde_json::json!({"httpGet": {"port": 80, "httpHeaders": [{"name": "A", "value": "x\ny"}]}}),
+            serde_json::json!({"exec": {"command": ["x"]}, "periodSeconds": 0}),
+            serde_json::json!({"exec": {"command": ["x"]}, "failureThreshold": -1}),
+        ] {
+            assert_eq!(code(with(bad.clone())), "InvalidProbe", "{bad}");
+        }
+    }
+
+    #[test]
     fn normalises_and_fills_defaults() {
         let g = validate_group(group(simple()), "demo", &Capacity::default()).unwrap();
         assert_eq!(g.properties.os_type, "Linux");
