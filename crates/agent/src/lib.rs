@@ -144,6 +144,13 @@ impl Agent {
         for dir in [cfg.data_dir.join("groups"), cfg.netns_dir.clone(), cfg.runtime.root.clone()] {
             std::fs::create_dir_all(&dir).map_err(|source| AgentError::Io { context: format!("creating {}", dir.display()), source })?;
         }
+        // Plans and bundles hold the containers' environment, secure values included (the
+        // runtime needs them in clear): only root may read beneath `groups/`.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = cfg.data_dir.join("groups");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|source| AgentError::Io { context: format!("restricting {}", dir.display()), source })?;
+        }
         let images = ImageStore::open(ImageStoreConfig {
             root: cfg.data_dir.join("images"),
             insecure_registries: cfg.insecure_registries.clone(),

@@ -201,6 +201,9 @@ fn secure_values_reach_the_container_but_no_api_log_export_or_store_file() {
     assert!(store_bytes.windows(13).any(|w| w == b"skiff-sealed:"), "no sealed values in the store");
     let mode = std::fs::metadata(s.data_dir.join("secret.key")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+    // Plans and bundles (which must hold the clear value for the runtime) are root-only.
+    let mode = std::fs::metadata(s.data_dir.join("groups")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0);
 
     // An update that changes only a plain value still re-seals and keeps the container's view.
     body["properties"]["containers"][0]["properties"]["environmentVariables"][1]["value"] = json!("visible-2");
