@@ -20,7 +20,7 @@ pub enum ProbeAction {
     HttpGet {
         path: String,
         port: u16,
-        /// `http` (only: `https` fails with a clear message).
+        /// `http` or `https` (certificate not verified).
         scheme: String,
         headers: Vec<(String, String)>,
     },
@@ -118,30 +118,100 @@ pub fn http_status(head: &[u8]) -> Option<u16> {
 
 /// Run an `httpGet` check inside the network namespace at `netns` (blocking; call from a
 /// thread of its own: `setns` changes the calling thread only). `Err`: why it failed.
+/// `https` does not verify the certificate (as Kubernetes' probes do not).
 pub fn http_check(netns: &Path, path: &str, port: u16, scheme: &str, headers: &[(String, String)], timeout: Duration) -> Result<(), String> {
-    if !scheme.eq_ignore_ascii_case("http") {
-        return Err(format!("scheme {scheme} is not supported by this host's probes"));
-    }
+    let tls = match scheme.to_ascii_lowercase().as_str() {
+        "http" => false,
+        "https" => true,
+        other => return Err(format!("scheme {other} is not supported")),
+    };
     let ns = std::fs::File::open(netns).map_err(|e| format!("cannot open the network namespace: {e}"))?;
     nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("cannot enter the network namespace: {e}"))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut conn = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("Get \"http://127.0.0.1:{port}{path}\": {e}"))?;
+    let url = format!("{}://127.0.0.1:{port}{path}", if tls { "https" } else { "http" });
+    let conn = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("Get \"{url}\": {e}"))?;
     conn.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     conn.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    conn.write_all(http_request(path, port, headers).as_bytes()).map_err(|e| format!("sending the request: {e}"))?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 512];
-    while !head.contains(&b'\n') && head.len() < 4096 {
-        match conn.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(format!("reading the response: {e}")),
-        }
+    let request = http_request(path, port, headers);
+    let head = if tls {
+        let tls_conn = rustls::ClientConnection::new(insecure_tls_config()?, rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())).map_err(|e| format!("TLS: {e}"))?;
+        exchange(&mut rustls::StreamOwned::new(tls_conn, conn), &request)
+    } else {
+        let mut conn = conn;
+        exchange(&mut conn, &request)
     }
+    .map_err(|e| format!("Get \"{url}\": {e}"))?;
     match http_status(&head) {
         Some(code) if (200..400).contains(&code) => Ok(()),
         Some(code) => Err(format!("HTTP probe failed with statuscode: {code}")),
         None => Err("the answer is not HTTP".to_string()),
+    }
+}
+
+/// Send the request and read up to the end of the status line.
+fn exchange(conn: &mut (impl Read + Write), request: &str) -> std::io::Result<Vec<u8>> {
+    conn.write_all(request.as_bytes())?;
+    conn.flush()?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        match conn.read(&mut buf)? {
+            0 => break,
+            n => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok(head)
+}
+
+/// TLS for probes: any certificate is accepted (probes check liveness, not identity; the
+/// peer is the group's own loopback), signatures are still checked.
+fn insecure_tls_config() -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+#[derive(Debug)]
+struct AnyCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -194,6 +264,65 @@ mod tests {
         assert!(r.starts_with("GET /healthz HTTP/1.0\r\nHost: 127.0.0.1:8080\r\n"));
         assert!(r.contains("X-A: 1\r\n") && !r.contains("Injected"));
         assert!(http_request("no-slash", 1, &[]).starts_with("GET / "));
+    }
+
+    /// Runs in the test's own network namespace (`setns` into it is a no-op, as root).
+    #[test]
+    fn http_and_https_checks_against_local_servers() {
+        use std::net::TcpListener;
+        let own = Path::new("/proc/self/ns/net");
+        let t = Duration::from_secs(5);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for answer in ["HTTP/1.0 204 No Content\r\n\r\n", "HTTP/1.0 503 Busy\r\n\r\n"] {
+                let (mut c, _) = l.accept().unwrap();
+                let mut req = [0u8; 1024];
+                let n = c.read(&mut req).unwrap();
+                assert!(String::from_utf8_lossy(&req[..n]).contains("X-Probe: yes\r\n"));
+                c.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        let h = vec![("X-Probe".to_string(), "yes".to_string())];
+        assert_eq!(http_check(own, "/h", port, "http", &h, t), Ok(()));
+        assert_eq!(http_check(own, "/h", port, "HTTP", &h, t), Err("HTTP probe failed with statuscode: 503".to_string()));
+        server.join().unwrap();
+        assert!(http_check(own, "/", port, "http", &h, t).unwrap_err().contains("refused"));
+        assert!(http_check(own, "/", port, "gopher", &h, t).is_err());
+
+        // https: a self-signed certificate is accepted.
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let ok = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=probe"])
+            .arg("-keyout").arg(&key).arg("-out").arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let mut srv = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert").arg(&cert).arg("-key").arg(&key)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let res = loop {
+            let r = http_check(own, "/", port, "https", &[], t);
+            if r.is_ok() || std::time::Instant::now() > deadline {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = srv.kill();
+        let _ = srv.wait();
+        assert_eq!(res, Ok(()));
     }
 
     proptest! {
