@@ -50,7 +50,8 @@ fn init_containers_run_in_order_before_the_app_sharing_network_and_volumes() {
             init("first", "sleep 0.3; echo one >> /work/order; readlink /proc/self/ns/net > /work/netns-init"),
             init("second", "echo two >> /work/order"),
         ],
-        ctr("app", "echo app >> /work/order; cat /work/order; readlink /proc/self/ns/net > /work/netns-app; sleep 3600"),
+        // netns-app is written before the log line the test waits for.
+        ctr("app", "readlink /proc/self/ns/net > /work/netns-app; echo app >> /work/order; cat /work/order; sleep 3600"),
     );
     assert_eq!(s.put_group("life", "inits", &body).status, 201);
     let g = s.wait_state("life", "inits", "Running");
