@@ -19,5 +19,5 @@ if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
 fi
 cargo build --release --locked -p skiff
 install -m 0755 target/release/skiff /usr/local/bin/skiff
-echo "installed /usr/local/bin/skiff; starting the daemon (API on http://127.0.0.1:8080)"
+echo "installed /usr/local/bin/skiff; starting the daemon (API on https://127.0.0.1:8080; CA and admin token in /var/lib/skiff)"
 exec /usr/local/bin/skiff server --data-dir /var/lib/skiff --listen 127.0.0.1:8080 "$@"

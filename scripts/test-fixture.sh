@@ -28,9 +28,10 @@ AUTH_PORT=${SKIFF_TEST_REGISTRY_AUTH_PORT:-5101}
 REG_USER=skiff
 REG_PASS=skiff-pass
 # Bump when the image recipe below changes so cached layouts get rebuilt.
-RECIPE_VERSION=3
+RECIPE_VERSION=4
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OCI_DIR="$FIXTURE_DIR/oci"
-IMAGES=(busybox busybox-entrypoint busybox-httpd busybox-multilayer)
+IMAGES=(busybox busybox-entrypoint busybox-httpd busybox-multilayer busybox-probe evil-layer)
 PATH_ENV="PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 log() { echo "test-fixture: $*" >&2; }
@@ -60,7 +61,7 @@ busybox_bin() {
 recipe_stamp() {
   local v
   v=$("$1" 2>&1 || true)
-  echo "$RECIPE_VERSION ${v%%$'\n'*}"
+  echo "$RECIPE_VERSION ${v%%$'\n'*} $(cat "$ROOT/tests/fixtures/escape-probe.c" "$ROOT/tests/fixtures/evil-image.py" | sha256sum | cut -c1-16)"
 }
 
 populate_base_rootfs() {
@@ -141,6 +142,17 @@ build_images() {
   rm -rf "$B"
   umoci config --no-history --image "$L:busybox-multilayer" \
     --config.label org.skiff.fixture=busybox-multilayer
+
+  # busybox-probe: base + /bin/probe, a static program that tries sandbox escapes
+  umoci unpack --image "$L:busybox" "$B"
+  gcc -static -O2 -o "$B/rootfs/bin/probe" "$ROOT/tests/fixtures/escape-probe.c"
+  umoci repack --history.created_by "skiff fixture: add /bin/probe" --image "$L:busybox-probe" "$B"
+  rm -rf "$B"
+  umoci config --no-history --image "$L:busybox-probe" \
+    --config.label org.skiff.fixture=busybox-probe
+
+  # evil-layer: a hand-made layer with ../ paths, a write through an absolute symlink and a device node
+  python3 "$ROOT/tests/fixtures/evil-image.py" "$L" evil-layer
 
   umoci gc --layout "$L"
   recipe_stamp "$bb" >"$L/.skiff-recipe"

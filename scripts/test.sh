@@ -38,8 +38,9 @@ fi
 # The fixture env (SKIFF_TEST_REGISTRY...) is exported when this runs.
 # Return non-zero on failure.
 run_extra_suites() {
-  echo "(no extra suites yet)"
-  return 0
+  local rc=0
+  bash scripts/sdk-suites.sh || rc=$?
+  return "$rc"
 }
 # ---------------------------------------------------------------------------
 

@@ -6,6 +6,9 @@
 //! supervisors and removes host objects no record owns, so a `kill -9` at any point converges.
 
 mod git;
+mod maintenance;
+pub mod metering;
+mod network;
 mod owner;
 pub mod probes;
 pub mod process;
@@ -45,6 +48,11 @@ pub struct AgentConfig {
     pub gc_interval: Duration,
     /// Opens the secrets the API sealed into the group records (`None`: records hold them as is).
     pub secrets: Option<Arc<skiff_secrets::SecretKey>>,
+    /// Usage metering and event log settings.
+    pub meter: metering::MeterConfig,
+    /// Group networking (bridge, addresses, public IPs, DNS); `None`: each group gets a
+    /// namespace with only `lo`.
+    pub network: Option<skiff_net::NetConfig>,
 }
 
 impl AgentConfig {
@@ -63,6 +71,8 @@ impl AgentConfig {
             pids_max: Some(4096),
             gc_interval: Duration::from_secs(600),
             secrets: None,
+            meter: metering::MeterConfig::default(),
+            network: None,
         }
     }
 }
@@ -79,6 +89,8 @@ pub enum AgentError {
         #[source]
         source: skiff_store::StoreError,
     },
+    #[error("cannot set up group networking")]
+    Network(#[source] skiff_net::NetError),
     #[error("{context}")]
     Io {
         context: String,
@@ -91,8 +103,10 @@ pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
     pub images: ImageStore,
     pub cfg: AgentConfig,
+    pub net: Option<skiff_net::Network>,
     /// Owner task inboxes, by group uid.
     owners: Mutex<HashMap<String, mpsc::UnboundedSender<GroupRecord>>>,
+    pub meter: Arc<metering::Meter>,
 }
 
 impl Shared {
@@ -157,7 +171,12 @@ impl Agent {
             max_concurrent_layers: 4,
         })
         .map_err(AgentError::Images)?;
-        let shared = Arc::new(Shared { store, images, cfg, owners: Mutex::new(HashMap::new()) });
+        let meter = Arc::new(metering::Meter::new(Arc::clone(&store), cfg.meter.clone()));
+        let net = match cfg.network.clone() {
+            Some(nc) => Some(skiff_net::Network::start(Arc::clone(&store), nc).await.map_err(AgentError::Network)?),
+            None => None,
+        };
+        let shared = Arc::new(Shared { store, images, cfg, net, owners: Mutex::new(HashMap::new()), meter });
 
         let (groups, revision) = shared.store.list(GROUPS_PREFIX, None, None).await.map_err(|source| AgentError::Store { context: "listing groups", source })?;
         let mut known = HashSet::new();
@@ -171,8 +190,11 @@ impl Agent {
             }
         }
         owner::remove_orphans(&shared, &known).await;
+        shared.meter.close_orphans(&known).await;
+        tokio::spawn(metering::flush_loop(Arc::clone(&shared.meter)));
         tokio::spawn(watch_loop(Arc::clone(&shared), revision));
         tokio::spawn(gc_loop(Arc::clone(&shared)));
+        tokio::spawn(maintenance::run(Arc::clone(&shared.store)));
         Ok(Agent { shared })
     }
 

@@ -129,6 +129,7 @@ impl Owner {
             Desired::Stopped if !alive => self.applied = Some((Desired::Stopped, gen)),
             _ => {}
         }
+        crate::network::adopt(&self.sh, &self.rec);
         tracing::debug!(group = %self.rec.name, uid = %self.rec.uid, alive, adopted = self.applied.is_some(), "adopt");
     }
 
@@ -140,6 +141,8 @@ impl Owner {
         match self.rec.desired {
             Desired::Deleted => {
                 self.teardown().await;
+                self.sh.meter.event(&self.rec, None, "Deleted", "container group deleted", None, None, None).await;
+                self.sh.meter.forget(&self.rec.uid);
                 if let Err(e) = remove_group(self.sh.store.as_ref(), &self.rec, &now()).await {
                     tracing::error!(group = %self.rec.name, error = %e, "removing the group record failed");
                 }
@@ -148,6 +151,7 @@ impl Owner {
             }
             Desired::Stopped => {
                 self.stop_supervisor().await;
+                self.sh.meter.event(&self.rec, None, "Stopped", "container group stopped", None, None, None).await;
                 self.unmount_all();
                 self.applied = Some(want);
                 let final_status = skiff_runtime::read_status_file(&self.dir).ok();
@@ -174,6 +178,7 @@ impl Owner {
             }
             Desired::Running => {
                 self.applied = Some(want);
+                self.sh.meter.event(&self.rec, None, "Pending", &format!("provisioning generation {}", want.1), None, None, None).await;
                 if let Err(err) = self.provision().await {
                     self.fail_provisioning(err).await;
                 }
@@ -196,6 +201,9 @@ impl Owner {
     async fn stop_supervisor(&mut self) {
         self.watch = None;
         if !skiff_runtime::is_alive(&self.dir).await {
+            // Metering: an interval left open by a supervisor that died unseen ends at its
+            // last flush (or the finish time its status file records).
+            self.sh.meter.close(&self.rec, skiff_runtime::read_status_file(&self.dir).ok().as_ref(), None).await;
             return;
         }
         match SupervisorClient::connect(&self.dir).await {
@@ -206,6 +214,12 @@ impl Owner {
             }
             Err(e) => tracing::warn!(group = %self.rec.name, error = %e, "cannot reach the supervisor to stop it"),
         }
+        // Metering and events: the final status closes the interval at the containers' finish.
+        let final_status = skiff_runtime::read_status_file(&self.dir).ok();
+        if let Some(st) = &final_status {
+            self.sh.meter.on_status(&self.rec, st).await;
+        }
+        self.sh.meter.close(&self.rec, final_status.as_ref(), Some(crate::metering::now_ms())).await;
     }
 
     fn unmount_all(&self) {
@@ -215,6 +229,7 @@ impl Owner {
     async fn teardown(&mut self) {
         self.stop_supervisor().await;
         cleanup_host_objects(&self.sh, &self.dir, &self.rec.uid);
+        crate::network::teardown(&self.sh, &self.rec).await;
     }
 
     /// Bring the group to `Running` at the record's generation.
@@ -310,6 +325,8 @@ impl Owner {
                 readiness_probe: None,
             });
         }
+        let netns_path = self.sh.cfg.netns_dir.join(&self.rec.uid);
+        let net_files = crate::network::provision(&self.sh, &self.rec, &self.dir, &netns_path).await.map_err(|(code, message)| ProvisionError { code, message, container: None })?;
         let cfg = &self.sh.cfg;
         let plan = GroupPlan {
             group_id: self.rec.uid.clone(),
@@ -327,14 +344,15 @@ impl Owner {
             log_max_bytes: cfg.log_max_bytes,
             backoff_initial_ms: cfg.backoff_initial_ms,
             backoff_max_ms: cfg.backoff_max_ms,
-            hosts_file: None,
-            resolv_conf_file: None,
+            hosts_file: net_files.as_ref().map(|f| f.hosts.clone()),
+            resolv_conf_file: net_files.as_ref().map(|f| f.resolv.clone()),
             containers,
             init_containers,
         };
         plan.save(&self.dir).map_err(|e| ProvisionError::internal(format!("writing the group plan: {e}")))?;
         let exe = cfg.exe.clone();
         let dir = self.dir.clone();
+        self.sh.meter.run_starting(&self.rec.uid);
         tokio::task::spawn_blocking(move || skiff_runtime::spawn_supervisor(&exe, &dir))
             .await
             .map_err(|e| ProvisionError::internal(format!("starting the supervisor: {e}")))?
@@ -436,6 +454,9 @@ impl Owner {
     }
 
     async fn record_event(&self, containers: &[String], name: &str, message: &str, warning: bool) {
+        for c in containers {
+            self.sh.meter.event(&self.rec, Some(c), name, message, None, None, None).await;
+        }
         let ts = now();
         let _ = update_group(self.sh.store.as_ref(), &self.rec.key(), |r| {
             for c in containers {
@@ -449,6 +470,7 @@ impl Owner {
 
     async fn fail_provisioning(&mut self, err: ProvisionError) {
         tracing::warn!(group = %self.rec.name, code = %err.code, message = %err.message, "provisioning failed");
+        self.sh.meter.event(&self.rec, err.container.as_deref(), "Failed", &format!("{}: {}", err.code, err.message), None, None, None).await;
         let gen = self.rec.generation;
         let ts = now();
         let op = self.rec.pending_operation.clone();
@@ -508,6 +530,7 @@ impl Owner {
         if status.generation != gen {
             return;
         }
+        self.sh.meter.on_status(&self.rec, status).await;
         let names = self.app_container_names();
         let mut finished_op = None;
         let result = update_group(self.sh.store.as_ref(), &self.rec.key(), |r| {
@@ -636,4 +659,5 @@ pub(crate) async fn remove_orphans(sh: &Arc<Shared>, known: &HashSet<String>) {
         }
         cleanup_host_objects(sh, &dir, &uid);
     }
+    crate::network::sweep(sh, known).await;
 }

@@ -169,8 +169,10 @@ fn same_except_tags(a: &ContainerGroup, b: &ContainerGroup) -> bool {
 /// not a reservation: two racing creates may both pass).
 async fn check_quota(ctx: &Ctx, subscription: &str, location: &str, spec: &ContainerGroup) -> ApiResult<()> {
     let cfg = &ctx.api.cfg;
-    let (groups, cores) = crate::handlers::usage(ctx, subscription, location).await?;
-    let wanted = u64::from(skiff_model::resources::allocate(&spec.properties).cpu_cores);
+    let (groups, cores, memory) = crate::handlers::usage_with_memory(ctx, subscription, location).await?;
+    let alloc = skiff_model::resources::allocate(&spec.properties);
+    let wanted = u64::from(alloc.cpu_cores);
+    let wanted_gb = alloc.memory_bytes as f64 / skiff_model::resources::BYTES_PER_GB;
     let exceeded = |quota: &str, limit: u64, usage: u64, requested: u64| {
         ArmError::conflict(
             "ContainerGroupQuotaReached",
@@ -182,6 +184,16 @@ async fn check_quota(ctx: &Ctx, subscription: &str, location: &str, spec: &Conta
     }
     if cores + wanted > cfg.quota_cores {
         return Err(exceeded("StandardCores", cfg.quota_cores, cores, wanted).into());
+    }
+    // Compared in MB so float noise in the GB sums never refuses an exact fit.
+    let mb = |gb: f64| (gb * 1024.0).round() as u64;
+    if mb(memory) + mb(wanted_gb) > mb(cfg.quota_memory_gb) {
+        let q = |gb: f64| format!("{}", (gb * 1000.0).round() / 1000.0);
+        return Err(ArmError::conflict(
+            "ContainerGroupQuotaReached",
+            format!("Resource type 'Microsoft.ContainerInstance/containerGroups' container group quota 'MemoryInGB' exceeded in region '{location}'. Limit: '{}', Usage: '{}' Requested: '{}'.", q(cfg.quota_memory_gb), q(memory), q(wanted_gb)),
+        )
+        .into());
     }
     Ok(())
 }

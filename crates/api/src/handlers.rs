@@ -76,6 +76,8 @@ pub(crate) async fn handle(ctx: &Ctx, route: Route) -> ApiResult<Response> {
             let images: Vec<Value> = ctx.api.node.cached_images().await.into_iter().map(|image| j!({"osType": "Linux", "image": image})).collect();
             Ok(json(StatusCode::OK, &j!({ "value": images })))
         }
+        Route::UsageRecords { subscription, from, to, group_by, resource_group } => crate::metering::usage_records(ctx, &subscription, from, to, group_by, resource_group).await,
+        Route::Events { subscription, resource_group, follow, since } => crate::metering::events(ctx, &subscription, resource_group, follow, since).await,
     }
 }
 
@@ -142,30 +144,33 @@ async fn operation_result(ctx: &Ctx, subscription: &str, location: &str, id: &st
     }
 }
 
-/// Groups and cores a subscription uses in a location (groups being deleted still count).
-pub(crate) async fn usage(ctx: &Ctx, subscription: &str, location: &str) -> ApiResult<(u64, u64)> {
+/// Groups, cores and memory (GB) a subscription uses in a location (groups being deleted still count).
+pub(crate) async fn usage_with_memory(ctx: &Ctx, subscription: &str, location: &str) -> ApiResult<(u64, u64, f64)> {
     let loc = normalize_location(location);
     let (items, _) = ctx.api.store.list(&group_prefix_sub(subscription), None, None).await?;
-    let (mut groups, mut cores) = (0u64, 0u64);
+    let (mut groups, mut cores, mut memory) = (0u64, 0u64, 0f64);
     for kv in &items {
         let rec: GroupRecord = decode(kv)?;
         if group_location(ctx, &rec) != loc {
             continue;
         }
         groups += 1;
-        cores += u64::from(skiff_model::resources::allocate(&rec.spec.properties).cpu_cores);
+        let alloc = skiff_model::resources::allocate(&rec.spec.properties);
+        cores += u64::from(alloc.cpu_cores);
+        memory += alloc.memory_bytes as f64 / skiff_model::resources::BYTES_PER_GB;
     }
-    Ok((groups, cores))
+    Ok((groups, cores, memory))
 }
 
 async fn usages(ctx: &Ctx, subscription: &str, location: &str) -> ApiResult<Response> {
-    let (groups, cores) = usage(ctx, subscription, location).await?;
+    let (groups, cores, memory) = usage_with_memory(ctx, subscription, location).await?;
     let cfg = &ctx.api.cfg;
     Ok(json(
         StatusCode::OK,
         &j!({"value": [
             {"unit": "Count", "currentValue": groups, "limit": cfg.quota_groups, "name": {"value": "ContainerGroups", "localizedValue": "Container Groups"}},
             {"unit": "Count", "currentValue": cores, "limit": cfg.quota_cores, "name": {"value": "StandardCores", "localizedValue": "Standard Cores"}},
+            {"unit": "GB", "currentValue": (memory * 1000.0).round() / 1000.0, "limit": cfg.quota_memory_gb, "name": {"value": "MemoryInGB", "localizedValue": "Memory (GB)"}},
         ]}),
     ))
 }

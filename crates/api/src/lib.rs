@@ -9,10 +9,13 @@
 //! One fallback handler serves every path, because ARM paths are case-insensitive and may
 //! contain empty segments, which a pattern router cannot express.
 
+pub mod auth;
 mod error;
 mod groups;
 mod handlers;
 mod lro;
+mod metering;
+pub mod openapi;
 mod resource_groups;
 mod shares;
 pub mod route;
@@ -59,11 +62,18 @@ pub struct ApiConfig {
     pub quota_cores: u64,
     /// Seals the groups' write-only values before they are stored (`None`: stored as given).
     pub secrets: Option<Arc<skiff_secrets::SecretKey>>,
+    /// Memory (GB) a subscription's groups may use in a location (reported by `usages`).
+    pub quota_memory_gb: f64,
+    /// Bearer-token authentication (see [`auth`]); `None` serves without (in-process tests only:
+    /// `skiff server` always sets it).
+    pub auth: Option<auth::AuthConfig>,
+    /// Whether the listener is TLS: absolute URLs handed out then default to `https`.
+    pub tls: bool,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, secrets: None }
+        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, secrets: None, quota_memory_gb: 4000.0, auth: None, tls: false }
     }
 }
 
@@ -132,14 +142,20 @@ pub(crate) struct Ctx {
 
 /// The ARM API as an axum router.
 pub fn router(store: Arc<dyn Store>, node: Arc<dyn Node>, cfg: ApiConfig) -> Router {
-    let api = Arc::new(Api { store, node, cfg, sessions: Default::default() });
-    Router::new()
+    let auth_cfg = cfg.auth.clone();
+    let api = Arc::new(Api { store: Arc::clone(&store), node, cfg, sessions: Default::default() });
+    let app = Router::new()
+        .route(openapi::OPENAPI_PATH, axum::routing::get(|| async { axum::Json(openapi::document()) }))
         .route(streams::WS_ROUTE, axum::routing::get(streams::websocket))
         .merge(shares::routes())
         .fallback(dispatch)
         .with_state(api)
         .layer(axum::middleware::map_response(arm_body_for_bare_errors))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES));
+    match auth_cfg {
+        Some(a) => app.layer(axum::middleware::from_fn_with_state(auth::AuthState::new(store, a), auth::layer)),
+        None => app,
+    }
 }
 
 fn too_large() -> ArmError {
@@ -170,7 +186,7 @@ fn base_url(cfg: &ApiConfig, headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| s == "http" || s == "https")
-        .unwrap_or_else(|| "http".to_string());
+        .unwrap_or_else(|| if cfg.tls { "https" } else { "http" }.to_string());
     format!("{scheme}://{host}")
 }
 
@@ -179,9 +195,23 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let client_request_id = parts.headers.get("x-ms-client-request-id").cloned();
     let is_head = parts.method == Method::HEAD;
-    let mut resp = match route::parse(&parts.method, parts.uri.path(), parts.uri.query()) {
+    let resp = match route::parse(&parts.method, parts.uri.path(), parts.uri.query()) {
         Err(e) => error_response(&e),
         Ok(Routed { route, api_version }) => {
+            // Scope check of the authenticated token (see `auth`); resource-group lists of a
+            // resource-group token are filtered below.
+            let (route, only_rg) = match (parts.extensions.get::<auth::Principal>(), api.cfg.auth.is_some()) {
+                (Some(p), _) => match auth::authorize(&p.0, &parts.method, parts.uri.path(), route) {
+                    Ok(a) => (Ok(a.route), a.only_resource_group),
+                    Err(e) => (Err(e), None),
+                },
+                (None, true) => (Err(ArmError::new(401, "AuthenticationFailed", "Authentication failed.")), None),
+                (None, false) => (Ok(route), None),
+            };
+            let route = match route {
+                Ok(r) => r,
+                Err(e) => return finish(error_response(&e), is_head, &parts, request_id, client_request_id),
+            };
             let body = if matches!(parts.method, Method::PUT | Method::PATCH | Method::POST) {
                 match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
                     Ok(b) => Ok(b),
@@ -209,13 +239,29 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
                     let base = base_url(&api.cfg, &parts.headers);
                     let ctx = Ctx { api, base, api_version, body, path };
                     match handlers::handle(&ctx, route).await {
-                        Ok(r) => r,
+                        Ok(r) => match only_rg {
+                            Some(rg) => narrow_list(r, &rg).await,
+                            None => r,
+                        },
                         Err(e) => e.into_response(),
                     }
                 }
             }
         }
     };
+    finish(resp, is_head, &parts, request_id, client_request_id)
+}
+
+/// Keep only the token's resource group in a resource-group list.
+async fn narrow_list(resp: Response, rg: &str) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let bytes = auth::filter_list_body(&bytes, rg).map(axum::body::Bytes::from).unwrap_or(bytes);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+fn finish(mut resp: Response, is_head: bool, parts: &axum::http::request::Parts, request_id: String, client_request_id: Option<HeaderValue>) -> Response {
     if is_head {
         *resp.body_mut() = Body::empty();
     }

@@ -78,6 +78,12 @@ pub enum Route {
     /// Skiff extension: `GET P/containers/{c}/logstream?tail=N&timestamps=bool` streams the
     /// log as `text/plain` (chunked) and ends when the container terminates.
     ContainerLogStream { group: GroupRef, container: String, tail: Option<usize>, timestamps: bool },
+    /// Skiff extension: `GET /subscriptions/{s}/providers/Microsoft.ContainerInstance/usageRecords?from=&to=&groupBy=&resourceGroup=`
+    /// (`from`/`to` RFC 3339; `groupBy` = `resourceGroup` | `containerGroup`).
+    UsageRecords { subscription: String, from: Option<String>, to: Option<String>, group_by: Option<String>, resource_group: Option<String> },
+    /// Skiff extension: `GET /subscriptions/{s}/providers/Microsoft.ContainerInstance/events?follow=&resourceGroup=&since=`
+    /// (the lifecycle event log; `follow=true` streams server-sent events).
+    Events { subscription: String, resource_group: Option<String>, follow: bool, since: Option<String> },
 }
 
 /// A parsed request: the route and the api-version it was called with.
@@ -215,6 +221,19 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Routed,
                     names::validate_subscription_id(&subscription)?;
                     let r = match rest {
                         ["containergroups"] => get.then(|| Ok::<_, ArmError>(Route::ListGroups { subscription, page: page(&q)? })).transpose()?,
+                        ["usagerecords"] => get.then(|| Route::UsageRecords {
+                            subscription,
+                            from: q.get("from").map(str::to_string),
+                            to: q.get("to").map(str::to_string),
+                            group_by: q.get("groupBy").map(str::to_string),
+                            resource_group: q.get("resourceGroup").map(str::to_string),
+                        }),
+                        ["events"] => get.then(|| Route::Events {
+                            subscription,
+                            resource_group: q.get("resourceGroup").map(str::to_string),
+                            follow: q.get("follow").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+                            since: q.get("since").map(str::to_string),
+                        }),
                         ["locations", _, tail @ ..] => {
                             let location = segs[5].clone();
                             location_ok(&location)?;

@@ -114,12 +114,21 @@ pub fn with_api_version(url: &str, api_version: &str) -> String {
 
 impl Client {
     pub fn new(settings: &Settings) -> Result<Self, CliError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(300))
-            .user_agent(concat!("skiff-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| CliError::Http(format!("cannot build the HTTP client: {e}")))?;
+            .user_agent(concat!("skiff-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(token) = &settings.token {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| CliError::usage("the token contains characters not allowed in a header"))?;
+            v.set_sensitive(true);
+            builder = builder.default_headers(HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, v)]));
+        }
+        if let Some(ca) = &settings.ca_cert {
+            let pem = std::fs::read(ca).map_err(|e| CliError::usage(format!("cannot read the CA certificate {}: {e}", ca.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| CliError::usage(format!("invalid CA certificate {}: {e}", ca.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| CliError::Http(format!("cannot build the HTTP client: {e}")))?;
         Ok(Client {
             http,
             base: settings.server.trim_end_matches('/').to_string(),
@@ -183,6 +192,26 @@ impl Client {
     }
 
     /// Send a request; statuses >= 400 become [`CliError::Arm`].
+    /// Open a long-lived streaming GET (server-sent events, log follow) with this client's
+    /// credentials and CA; the response body is read as it arrives, with no overall timeout.
+    pub async fn open_stream(&self, url: &str, accept: &str) -> Result<reqwest::Response, CliError> {
+        let url = self.absolute(url);
+        let resp = self
+            .http
+            .get(&url)
+            .header("Accept", accept)
+            .timeout(Duration::from_secs(10 * 365 * 86_400))
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(decode_error(status, &body));
+        }
+        Ok(resp)
+    }
+
     pub async fn send(&self, method: Method, url: &str, body: Option<&Value>) -> Result<Response, CliError> {
         let url = self.absolute(url);
         let mut req = self.http.request(method.clone(), &url).header("Accept", "application/json");
@@ -213,7 +242,22 @@ impl Client {
     }
 
     fn transport_error(&self, e: reqwest::Error) -> CliError {
-        if e.is_connect() {
+        let chain = {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            msg
+        };
+        if chain.contains("certificate") || chain.contains("InvalidCertificate") || chain.contains("UnknownIssuer") {
+            CliError::Http(format!(
+                "TLS with {} failed ({chain}); trust the server's CA with --ca-cert or SKIFF_CA_CERT (a local server's is <data-dir>/tls/ca.pem)",
+                self.base
+            ))
+        } else if e.is_connect() {
             CliError::Unreachable { url: self.base.clone() }
         } else if e.is_timeout() {
             CliError::Http(format!("request to the Skiff server at {} timed out", self.base))
@@ -227,21 +271,6 @@ impl Client {
             }
             CliError::Http(msg)
         }
-    }
-
-    /// GET a streaming body (no overall timeout); statuses >= 400 become [`CliError::Arm`].
-    pub async fn stream(&self, url: &str) -> Result<reqwest::Response, CliError> {
-        let url = self.absolute(url);
-        let resp = self.http.get(&url).timeout(Duration::from_secs(365 * 24 * 3600)).send().await.map_err(|e| self.transport_error(e))?;
-        let status = resp.status().as_u16();
-        if self.debug {
-            eprintln!("DEBUG: GET {url} -> {status}");
-        }
-        if status >= 400 {
-            let body = resp.bytes().await.map_err(|e| self.transport_error(e))?;
-            return Err(decode_error(status, &body));
-        }
-        Ok(resp)
     }
 
     pub async fn get_json(&self, url: &str) -> Result<Value, CliError> {
@@ -363,7 +392,7 @@ mod tests {
 
     #[test]
     fn urls() {
-        let s = Settings { server: "http://h:1".into(), subscription: "sub".into(), location: "westus".into(), debug: false };
+        let s = Settings { server: "http://h:1".into(), subscription: "sub".into(), location: "westus".into(), debug: false, token: None, ca_cert: None };
         let c = Client::new(&s).unwrap();
         assert_eq!(c.rg_url("rg"), "http://h:1/subscriptions/sub/resourcegroups/rg?api-version=2021-04-01");
         assert_eq!(

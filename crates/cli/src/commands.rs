@@ -27,7 +27,8 @@ pub struct Ctx {
 impl Ctx {
     pub fn from_cli(cli: &Cli) -> Result<Self, CliError> {
         let file = config::load_config(config::config_path().as_deref())?;
-        let settings = config::resolve(cli.server.clone(), cli.subscription.clone(), cli.debug, &file);
+        let mut settings = config::resolve(cli.server.clone(), cli.subscription.clone(), cli.debug, &file);
+        config::resolve_credentials(&mut settings, cli.token.clone(), cli.ca_cert.clone(), &file, &config::local_data_dir());
         let client = Client::new(&settings)?;
         Ok(Ctx { client, settings, format: cli.output.unwrap_or(OutputFormat::Table), progress: true })
     }
@@ -43,6 +44,9 @@ pub async fn dispatch(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliE
         Command::Container(cmd) => container_command(&ctx, cmd, out).await,
         Command::Bench(BenchCommand::Create(args)) => crate::bench::run(&ctx, &args, out).await,
         Command::Share(cmd) => crate::shares::run(&ctx, cmd, out).await,
+        Command::Usage(args) => crate::metering::usage(&ctx, &args, out).await,
+        Command::Events(args) => crate::metering::events(&ctx, &args, out).await,
+        Command::Token(cmd) => crate::tokens::run(&ctx, cmd, out).await,
     }
 }
 

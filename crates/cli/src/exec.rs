@@ -51,7 +51,7 @@ pub async fn exec(ctx: &Ctx, g: &GroupRef, container: Option<String>, command: &
         Some(_) => Some(RawMode::enable(stdin.lock().as_fd_borrowed())?),
         None => None,
     };
-    let code = run_session(&session, true, tty.is_some(), out).await?;
+    let code = run_session(&session, ctx.settings.ca_cert.as_deref(), true, tty.is_some(), out).await?;
     drop(_raw);
     match code {
         0 => Ok(()),
@@ -65,7 +65,7 @@ pub async fn attach(ctx: &Ctx, g: &GroupRef, container: Option<String>, out: &mu
     let c = &ctx.client;
     let url = c.group_action_url(&g.resource_group, &g.name, &format!("containers/{container}/attach"));
     let session = c.send(Method::POST, &url, None).await?.json()?;
-    run_session(&session, false, false, out).await.map(drop)
+    run_session(&session, ctx.settings.ca_cert.as_deref(), false, false, out).await.map(drop)
 }
 
 trait AsFdBorrowed {
@@ -101,12 +101,26 @@ fn stdin_reader() -> mpsc::Receiver<Option<Vec<u8>>> {
     rx
 }
 
-/// Connect to `{webSocketUri, password}` and relay until the server closes; returns the exit
-/// code from the close reason (0 if it carries none).
-async fn run_session(session: &Value, with_stdin: bool, tty: bool, out: &mut (dyn Write + Send)) -> Result<i32, CliError> {
+/// Connect to `{webSocketUri, password}` (`wss://` trusting the CLI's CA) and relay until the
+/// server closes; returns the exit code from the close reason (0 if it carries none).
+async fn run_session(session: &Value, ca: Option<&std::path::Path>, with_stdin: bool, tty: bool, out: &mut (dyn Write + Send)) -> Result<i32, CliError> {
     let uri = session.get("webSocketUri").and_then(Value::as_str).ok_or_else(|| CliError::Http("the server returned no webSocketUri".into()))?;
     let password = session.get("password").and_then(Value::as_str).unwrap_or("");
-    let (ws, _) = tokio_tungstenite::connect_async(uri).await.map_err(|e| CliError::Http(format!("cannot open the session websocket: {e}")))?;
+    let ws_err = |e: tokio_tungstenite::tungstenite::Error| CliError::Http(format!("cannot open the session websocket: {e}"));
+    if uri.starts_with("wss://") {
+        let tls = crate::wss::connect(uri, ca).await?;
+        let (ws, _) = tokio_tungstenite::client_async(uri, tls).await.map_err(ws_err)?;
+        relay(ws, password, with_stdin, tty, out).await
+    } else {
+        let (ws, _) = tokio_tungstenite::connect_async(uri).await.map_err(ws_err)?;
+        relay(ws, password, with_stdin, tty, out).await
+    }
+}
+
+async fn relay<S>(ws: tokio_tungstenite::WebSocketStream<S>, password: &str, with_stdin: bool, tty: bool, out: &mut (dyn Write + Send)) -> Result<i32, CliError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (mut tx, mut rx) = ws.split();
     tx.send(Message::text(password)).await.map_err(|e| CliError::Http(format!("session websocket: {e}")))?;
     let mut input = if with_stdin { Some(stdin_reader()) } else { None };
@@ -170,7 +184,7 @@ pub async fn follow(ctx: &Ctx, g: &GroupRef, container: Option<String>, tail: Op
     if timestamps {
         url.push_str("&timestamps=true");
     }
-    let resp = c.stream(&url).await?;
+    let resp = c.open_stream(&url, "text/plain").await?;
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| CliError::Http(format!("log stream: {e}")))?;

@@ -29,6 +29,9 @@ pub mod progress;
 pub mod shares;
 pub mod terminal;
 pub mod volumes;
+pub mod wss;
+pub mod metering;
+pub mod tokens;
 
 pub use error::CliError;
 
@@ -51,6 +54,14 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub debug: bool,
 
+    /// Bearer token [env SKIFF_TOKEN; config file `token`; default: the local server's <data-dir>/admin.token].
+    #[arg(long, global = true, env = "SKIFF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// CA certificate (PEM) to trust for the server [env SKIFF_CA_CERT; config file `caCert`; default: the local server's <data-dir>/tls/ca.pem].
+    #[arg(long, global = true, env = "SKIFF_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -61,6 +72,8 @@ pub enum OutputFormat {
     Table,
     Yaml,
     Tsv,
+    /// Comma-separated values with a header (usage records; other commands print TSV).
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +92,13 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Billable usage records (vCPU-seconds, GB-seconds) of a time window (Skiff extension).
+    Usage(metering::UsageArgs),
+    /// The lifecycle event log of container groups; `--follow` streams new events (Skiff extension).
+    Events(metering::EventsArgs),
+    /// Manage API tokens (admin token only).
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
     /// Manage Skiff-managed file shares (for `azureFile` volumes).
     #[command(subcommand)]
     Share(ShareCommand),
@@ -148,6 +168,70 @@ pub struct ServerArgs {
     /// Container groups per page in list responses (clients follow `nextLink`).
     #[arg(long, default_value_t = 100)]
     pub page_size: usize,
+    /// Most processes one group may have at once (its pids cgroup limit).
+    #[arg(long, default_value_t = 4096)]
+    pub group_pids_max: i64,
+    /// Per-subscription quota: container groups per location.
+    #[arg(long, env = "SKIFF_QUOTA_CONTAINER_GROUPS", default_value_t = 1000)]
+    pub quota_container_groups: u64,
+    /// Per-subscription quota: cores (whole cores allocated to groups) per location.
+    #[arg(long, env = "SKIFF_QUOTA_CORES", default_value_t = 1000)]
+    pub quota_cores: u64,
+    /// Per-subscription quota: memory (GB) allocated to groups per location.
+    #[arg(long, env = "SKIFF_QUOTA_MEMORY_GB", default_value_t = 4000.0)]
+    pub quota_memory_gb: f64,
+    /// How often the running time of groups is written to their usage records (at most this
+    /// much billable time is lost when the daemon is killed).
+    #[arg(long, env = "SKIFF_USAGE_FLUSH_MS", default_value_t = 60_000)]
+    pub usage_flush_ms: u64,
+    /// Days closed usage records are kept.
+    #[arg(long, env = "SKIFF_USAGE_RETENTION_DAYS", default_value_t = 90.0)]
+    pub usage_retention_days: f64,
+    /// Days lifecycle events are kept.
+    #[arg(long, env = "SKIFF_EVENT_RETENTION_DAYS", default_value_t = 7.0)]
+    pub event_retention_days: f64,
+    /// Give groups networking (bridge, private and public addresses, DNS); `false` leaves each group a namespace with only `lo`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SKIFF_NETWORK")]
+    pub network: bool,
+    /// Private addresses of groups outside named subnets.
+    #[arg(long, default_value = "10.77.0.0/16")]
+    pub private_cidr: String,
+    /// Pool of public addresses (`ipAddress.type: Public`); a loopback range needs no uplink.
+    #[arg(long, default_value = "127.77.0.0/16")]
+    pub public_pool: String,
+    /// Interface the public addresses are bound on.
+    #[arg(long, default_value = "lo")]
+    pub public_interface: String,
+    /// Bridge of groups outside named subnets.
+    #[arg(long, default_value = "skiff0")]
+    pub bridge: String,
+    /// Where the embedded DNS server listens (empty: no DNS server).
+    #[arg(long, default_value = "127.0.0.1:53")]
+    pub dns_listen: String,
+    /// DNS zone of group FQDNs (`<label>.<location>.<zone>`).
+    #[arg(long, default_value = "skiff.local")]
+    pub dns_zone: String,
+    /// Masquerade group traffic out of this interface (unset: groups reach nothing outside).
+    #[arg(long)]
+    pub egress_interface: Option<String>,
+    /// Serve plain HTTP instead of TLS (only accepted for a loopback --listen address).
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// PEM certificate chain to serve (default: one issued by the local CA in <data-dir>/tls).
+    #[arg(long, requires = "tls_key", conflicts_with = "insecure_http")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Extra DNS name or IP address for the local CA's server certificate (repeatable).
+    #[arg(long = "tls-san", value_name = "NAME")]
+    pub tls_san: Vec<String>,
+    /// Requests per second a token may make unless the token sets its own limit.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: u32,
+    /// Longest time a request may take before the server answers 408.
+    #[arg(long, default_value_t = 120)]
+    pub request_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]

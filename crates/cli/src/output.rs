@@ -182,7 +182,7 @@ pub fn render_group(g: &Value, format: OutputFormat, detail: bool) -> Result<Str
     Ok(match format {
         OutputFormat::Json => to_json(g),
         OutputFormat::Yaml => to_yaml(g)?,
-        OutputFormat::Tsv => tsv(&[group_row(g)]),
+        OutputFormat::Tsv | OutputFormat::Csv => tsv(&[group_row(g)]),
         OutputFormat::Table => {
             let mut out = table(GROUP_COLUMNS, &[group_row(g)]);
             if detail {
@@ -211,7 +211,7 @@ pub fn render_group_list(items: &[Value], format: OutputFormat) -> Result<String
     Ok(match format {
         OutputFormat::Json => to_json(&Value::Array(items.to_vec())),
         OutputFormat::Yaml => to_yaml(&Value::Array(items.to_vec()))?,
-        OutputFormat::Tsv => tsv(&rows),
+        OutputFormat::Tsv | OutputFormat::Csv => tsv(&rows),
         OutputFormat::Table => table(GROUP_COLUMNS, &rows),
     })
 }
@@ -220,7 +220,7 @@ pub fn render_rg(rg: &Value, format: OutputFormat) -> Result<String, CliError> {
     Ok(match format {
         OutputFormat::Json => to_json(rg),
         OutputFormat::Yaml => to_yaml(rg)?,
-        OutputFormat::Tsv => tsv(&[rg_row(rg)]),
+        OutputFormat::Tsv | OutputFormat::Csv => tsv(&[rg_row(rg)]),
         OutputFormat::Table => table(RG_COLUMNS, &[rg_row(rg)]),
     })
 }
@@ -230,7 +230,7 @@ pub fn render_rg_list(items: &[Value], format: OutputFormat) -> Result<String, C
     Ok(match format {
         OutputFormat::Json => to_json(&Value::Array(items.to_vec())),
         OutputFormat::Yaml => to_yaml(&Value::Array(items.to_vec()))?,
-        OutputFormat::Tsv => tsv(&rows),
+        OutputFormat::Tsv | OutputFormat::Csv => tsv(&rows),
         OutputFormat::Table => table(RG_COLUMNS, &rows),
     })
 }

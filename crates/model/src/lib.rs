@@ -11,6 +11,7 @@ pub mod records;
 pub mod resources;
 pub mod shares;
 pub mod state;
+pub mod usage;
 pub mod validate;
 
 pub use arm::ContainerGroup;

@@ -26,14 +26,14 @@ impl BundleContext {
     }
 }
 
-/// The conventional docker/podman default capability set.
+/// The conventional container-engine default capability set, without `CAP_NET_RAW` (as
+/// podman ships it): raw and packet sockets let a tenant spoof traffic on the group's link.
 pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",
     "CAP_FOWNER",
     "CAP_MKNOD",
-    "CAP_NET_RAW",
     "CAP_SETGID",
     "CAP_SETUID",
     "CAP_SETFCAP",
@@ -65,6 +65,19 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
+
+/// The default seccomp profile, kept as data (`seccomp/default.json`, OCI `linux.seccomp`
+/// format): an allow-list, so a syscall added to the kernel later is refused until reviewed.
+const DEFAULT_SECCOMP: &str = include_str!("../seccomp/default.json");
+
+/// The profile as it goes into `config.json` (documentation keys starting with `_` removed).
+pub fn default_seccomp() -> Value {
+    let mut v: Value = serde_json::from_str(DEFAULT_SECCOMP).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        map.retain(|k, _| !k.starts_with('_'));
+    }
+    v
+}
 
 /// Nofile limit actually given to a container: the plan's value, never above the hard limit.
 pub fn clamp_nofile(requested: u64, hard: u64) -> u64 {
@@ -144,7 +157,8 @@ pub fn render_config(plan: &GroupPlan, container: &ContainerPlan, ctx: &BundleCo
                 "cpu": cpu
             },
             "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS
+            "readonlyPaths": READONLY_PATHS,
+            "seccomp": default_seccomp()
         }
     })
 }
@@ -312,7 +326,7 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        assert_eq!(bounding.len(), 14);
+        assert_eq!(bounding.len(), 13);
         assert!(bounding.contains(&"CAP_NET_BIND_SERVICE"));
         assert!(!bounding.contains(&"CAP_SYS_ADMIN"));
         let masked = c["linux"]["maskedPaths"].as_array().unwrap();
@@ -346,5 +360,24 @@ mod tests {
         let hosts = &c["mounts"][6];
         assert_eq!(hosts["source"], "/g/hosts");
         assert!(hosts["options"].as_array().unwrap().contains(&json!("ro")));
+    }
+
+    #[test]
+    fn seccomp_profile_is_an_allow_list_without_dangerous_syscalls() {
+        let p = default_seccomp();
+        assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(p.get("_comment").is_none());
+        let allowed: Vec<&str> = p["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "SCMP_ACT_ALLOW" && r.get("args").is_none())
+            .flat_map(|r| r["names"].as_array().unwrap().iter().filter_map(|n| n.as_str()))
+            .collect();
+        assert!(allowed.contains(&"read") && allowed.contains(&"execve"));
+        for denied in ["keyctl", "add_key", "bpf", "perf_event_open", "mount", "umount2", "init_module", "finit_module", "clock_settime", "settimeofday", "kexec_load", "unshare", "clone", "setns", "userfaultfd", "io_uring_setup"] {
+            assert!(!allowed.contains(&denied), "{denied} must not be allowed unconditionally");
+        }
+        assert!(!DEFAULT_CAPABILITIES.contains(&"CAP_SYS_ADMIN") && !DEFAULT_CAPABILITIES.contains(&"CAP_NET_RAW"));
     }
 }

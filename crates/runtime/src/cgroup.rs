@@ -231,3 +231,30 @@ mod tests {
         assert_eq!(v1_mount(&hs, "memory"), None);
     }
 }
+
+/// Whether the kernel OOM-killed a process of cgroup `rel` (v1 `memory.oom_control`'s
+/// `oom_kill` counter, or failing that a memory limit that was hit).
+pub fn oom_killed(hs: &[Hierarchy], rel: &str) -> bool {
+    let Some(mem) = v1_mount(hs, "memory") else { return false };
+    let d = mem.join(rel.trim_start_matches('/'));
+    if let Ok(text) = std::fs::read_to_string(d.join("memory.oom_control")) {
+        if let Some(n) = oom_kill_count(&text) {
+            return n > 0;
+        }
+    }
+    std::fs::read_to_string(d.join("memory.failcnt")).ok().and_then(|s| s.trim().parse::<u64>().ok()).is_some_and(|n| n > 0)
+}
+
+/// The `oom_kill N` line of `memory.oom_control` (kernels ≥ 4.13).
+pub fn oom_kill_count(oom_control: &str) -> Option<u64> {
+    oom_control.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod oom_tests {
+    #[test]
+    fn parses_oom_kill_counter() {
+        assert_eq!(super::oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"), Some(2));
+        assert_eq!(super::oom_kill_count("oom_kill_disable 0\nunder_oom 0\n"), None);
+    }
+}

@@ -673,8 +673,21 @@ impl Supervisor {
         };
         self.ctrs[i].pid = None;
         self.status.containers[i].pid = None;
+        // Read the OOM counter before `delete` removes the container's cgroup.
+        let rel = self.plan.container_cgroup(&self.ctrs[i].plan.name);
+        let oom = code == 137 && cgroup::oom_killed(&self.hs, &rel);
         let _ = self.rt.delete_force(&self.ctrs[i].id);
-        self.exited(i, code, Timestamp::now());
+        let now = Timestamp::now();
+        self.exited(i, code, now);
+        if oom {
+            let st = &mut self.status.containers[i];
+            for s in [Some(&mut st.current_state), st.previous_state.as_mut()].into_iter().flatten() {
+                if s.state == State::Terminated && s.finish_time == Some(now) {
+                    s.detail_status = "OOMKilled".into();
+                }
+            }
+            st.add_event("OOMKilled", &format!("Container {} was killed: out of memory", self.ctrs[i].plan.name), EventType::Warning, now);
+        }
         true
     }
 

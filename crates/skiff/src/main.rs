@@ -1,8 +1,10 @@
 //! `skiff`: one binary for the daemon (`skiff server`), the per-group supervisor (hidden
 //! `skiff supervisor`) and every client command (`skiff container ...`).
 
+mod admin_token;
 mod server;
 mod streams;
+mod tls;
 
 use std::process::ExitCode;
 

@@ -71,14 +71,61 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     cfg.runtime.root = args.run_dir.clone().join("crun");
     cfg.backoff_initial_ms = args.restart_backoff_ms;
     cfg.secrets = Some(Arc::clone(&secrets));
+    cfg.pids_max = Some(args.group_pids_max);
+    cfg.meter.flush = Duration::from_millis(args.usage_flush_ms.max(10));
+    cfg.meter.usage_retention = Duration::from_secs_f64(args.usage_retention_days.max(0.0) * 86_400.0);
+    cfg.meter.event_retention = Duration::from_secs_f64(args.event_retention_days.max(0.0) * 86_400.0);
+    if args.network {
+        cfg.network = Some(net_config(&args)?);
+    }
     let agent = Agent::start(Arc::clone(&store), cfg).await.context("starting the agent")?;
 
-    let api_cfg = ApiConfig { location: args.location.clone(), page_size: args.page_size, secrets: Some(secrets), ..ApiConfig::default() };
-    let app = skiff_api::router(Arc::clone(&store), Arc::new(AgentNode(agent)), api_cfg);
     let addr: SocketAddr = args.listen.parse().with_context(|| format!("invalid --listen address '{}'", args.listen))?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
-    tracing::info!(%addr, data_dir = %data_dir.display(), "skiff server ready");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving the API")?;
+    if args.insecure_http && !addr.ip().is_loopback() {
+        anyhow::bail!("--insecure-http is only accepted for a loopback --listen address (got {addr}); serve TLS elsewhere");
+    }
+    crate::admin_token::ensure(&*store, &data_dir).await?;
+    let auth = skiff_api::auth::AuthConfig { default_rate: args.rate_limit };
+    let api_cfg = ApiConfig {
+        location: args.location.clone(),
+        page_size: args.page_size,
+        quota_groups: args.quota_container_groups,
+        quota_cores: args.quota_cores,
+        quota_memory_gb: args.quota_memory_gb,
+        auth: Some(auth),
+        tls: !args.insecure_http,
+        secrets: Some(secrets),
+        ..ApiConfig::default()
+    };
+    let app = skiff_api::router(Arc::clone(&store), Arc::new(AgentNode(agent)), api_cfg)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(args.request_timeout_secs)));
+    if args.insecure_http {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+        tracing::info!(%addr, data_dir = %data_dir.display(), "skiff server ready (plain HTTP on loopback)");
+        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving the API")?;
+    } else {
+        let files = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => crate::tls::TlsFiles { cert: cert.clone(), key: key.clone(), ca: None },
+            _ => {
+                let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+                let names = crate::tls::server_names(addr.ip(), hostname.as_deref(), &args.tls_san);
+                crate::tls::ensure_local(&data_dir.join("tls"), &names).context("preparing the local CA and server certificate")?
+            }
+        };
+        // One crypto library for rustls (aws-lc-rs); ignore "already installed".
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+            .await
+            .with_context(|| format!("loading the TLS certificate {} and key {}", files.cert.display(), files.key.display()))?;
+        let handle = axum_server::Handle::new();
+        let h = handle.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            h.graceful_shutdown(Some(Duration::from_secs(5)));
+        });
+        tracing::info!(%addr, data_dir = %data_dir.display(), ca = ?files.ca, "skiff server ready (HTTPS)");
+        axum_server::bind_rustls(addr, tls).handle(handle).serve(app.into_make_service()).await.with_context(|| format!("serving the API on {addr}"))?;
+    }
     tracing::info!("skiff server stopped; container groups keep running under their supervisors");
     Ok(())
 }
@@ -100,4 +147,16 @@ fn which(name: &str) -> anyhow::Result<PathBuf> {
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()).with_context(|| format!("'{name}' is not on PATH (install it, e.g. apt-get install {name})"))
+}
+
+fn net_config(args: &ServerArgs) -> anyhow::Result<skiff_net::NetConfig> {
+    Ok(skiff_net::NetConfig {
+        private_cidr: args.private_cidr.parse().context("--private-cidr")?,
+        public_pool: args.public_pool.parse().context("--public-pool")?,
+        public_interface: args.public_interface.clone(),
+        bridge: args.bridge.clone(),
+        dns_listen: if args.dns_listen.is_empty() { None } else { Some(args.dns_listen.parse().with_context(|| format!("invalid --dns-listen '{}'", args.dns_listen))?) },
+        dns_zone: args.dns_zone.clone(),
+        egress_interface: args.egress_interface.clone(),
+    })
 }

@@ -147,3 +147,13 @@ fn logs_follow_streams_lines_as_written_and_ends_with_the_container() {
     // The ARM logs endpoint is unchanged.
     assert_eq!(s.logs("fl", "fol", "main"), "first\nline-1\nline-2\nlast\n");
 }
+
+#[test]
+fn exec_works_over_tls_with_the_servers_ca() {
+    let s = TestServer::start_tls();
+    run_script(&s, "tls", "ex", "sleep 3600", "Always");
+    let r = s.request("POST", &format!("{}/containers/main/exec?{API}", TestServer::group_path("tls", "ex")), Some(&json!({"command": "true"})));
+    assert!(r.body["webSocketUri"].as_str().unwrap_or_default().starts_with("wss://"), "{}", r.text);
+    let (code, out) = exec_piped(&s, "tls", "ex", "sh -c 'echo over-tls; exit 5'", None);
+    assert_eq!((code, out.as_str()), (5, "over-tls\n"));
+}

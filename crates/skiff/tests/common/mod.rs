@@ -3,6 +3,8 @@
 //! torn down completely even when the test fails.
 #![allow(dead_code)]
 
+pub mod net;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -63,12 +65,41 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     pub run_dir: PathBuf,
     pub cgroup_parent: String,
+    /// Extra `skiff server` flags of this test.
+    pub extra_args: Vec<String>,
     child: Option<Child>,
     http: reqwest::blocking::Client,
+    /// Run the daemon with `nsenter --net=/run/netns/<name>` and these extra arguments
+    /// (networking tests); `None`: host namespace, networking off.
+    pub netns: Option<(String, Vec<String>)>,
+    /// Serve TLS with the server's own local CA (default: plain HTTP on loopback, which the
+    /// server accepts only there).
+    pub tls: bool,
+    /// The admin token the server wrote on first start; `request`/`raw` send it.
+    pub token: String,
 }
 
 impl TestServer {
     pub fn start() -> TestServer {
+        Self::start_full(&[], None, false)
+    }
+
+    /// A server with extra `skiff server` flags.
+    pub fn start_with(extra_args: &[&str]) -> TestServer {
+        Self::start_full(extra_args, None, false)
+    }
+
+    /// A server inside the network namespace `netns.0` with networking flags `netns.1`.
+    pub fn start_in_netns(netns: Option<(String, Vec<String>)>) -> TestServer {
+        Self::start_full(&[], netns, false)
+    }
+
+    /// A server serving HTTPS with its local CA (`<data-dir>/tls/ca.pem`).
+    pub fn start_tls() -> TestServer {
+        Self::start_full(&[], None, true)
+    }
+
+    fn start_full(extra_args: &[&str], netns: Option<(String, Vec<String>)>, tls: bool) -> TestServer {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}-{n}", std::process::id());
         // Short paths: unix socket paths of supervisors live beneath the data dir.
@@ -80,28 +111,60 @@ impl TestServer {
             data_dir,
             run_dir,
             cgroup_parent: format!("skiff-e2e-{tag}"),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             child: None,
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client"),
+            netns,
+            tls,
+            token: String::new(),
         };
         s.spawn();
         s
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", if self.tls { "https" } else { "http" }, self.port)
+    }
+
+    /// An HTTP client that trusts the server's CA (TLS mode); `token` is sent as bearer if given.
+    pub fn client_with(&self, token: Option<&str>) -> reqwest::blocking::Client {
+        let mut b = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60));
+        if self.tls {
+            let pem = std::fs::read(self.data_dir.join("tls/ca.pem")).expect("the server's CA");
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA pem"));
+        }
+        if let Some(t) = token {
+            let v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).expect("token header");
+            b = b.default_headers(reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, v)]));
+        }
+        b.build().expect("http client")
     }
 
     /// Start (or restart) the daemon on the same data dir.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(format!("{}.server.log", self.data_dir.display())).expect("server log");
-        let child = Command::new(skiff_bin())
-            .args(["server", "--data-dir"])
+        let mut cmd = match &self.netns {
+            Some((ns, extra)) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(skiff_bin()).arg("server").args(extra);
+                c
+            }
+            None => {
+                let mut c = Command::new(skiff_bin());
+                c.args(["server", "--network", "false"]);
+                c
+            }
+        };
+        let child = cmd
+            .args(["--data-dir"])
             .arg(&self.data_dir)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--cgroup-parent", &self.cgroup_parent])
             .arg("--run-dir")
             .arg(&self.run_dir)
             .args(["--stop-grace-ms", "300", "--restart-backoff-ms", "200", "--page-size", "3"])
+            .args(&self.extra_args)
+            .args(if self.tls { &[][..] } else { &["--insecure-http"][..] })
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -110,6 +173,16 @@ impl TestServer {
             .expect("start skiff server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
+        // The admin token (and in TLS mode the CA) exist once the server has started.
+        let ready_files = |s: &Self| s.data_dir.join("admin.token").exists() && (!s.tls || s.data_dir.join("tls/ca.pem").exists());
+        while Instant::now() < deadline && !ready_files(self) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("skiff server exited with {status}; log:\n{}", self.server_log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.token = std::fs::read_to_string(self.data_dir.join("admin.token")).map(|t| t.trim().to_string()).unwrap_or_default();
+        self.http = self.client_with(Some(&self.token.clone()));
         while Instant::now() < deadline {
             if self.http.get(format!("{}/providers/Microsoft.ContainerInstance/operations?{API}", self.url())).send().is_ok() {
                 return;
@@ -254,14 +327,22 @@ impl TestServer {
         panic!("no group directory for {rg}/{name}")
     }
 
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(skiff_bin())
-            .args(args)
+    /// A `skiff` client command aimed at this server, authenticated as its admin.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(skiff_bin());
+        cmd.args(args)
             .env("SKIFF_SERVER", self.url())
             .env("SKIFF_CONFIG", self.data_dir.join("no-config.json"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run skiff cli")
+            // The CLI finds the admin token (and CA) in the server's data dir, as root does.
+            .env("SKIFF_DATA_DIR", &self.data_dir)
+            .env_remove("SKIFF_TOKEN")
+            .env_remove("SKIFF_CA_CERT")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_command(args).output().expect("run skiff cli")
     }
 
     pub fn cli_ok(&self, args: &[&str]) -> String {
@@ -361,3 +442,4 @@ pub fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 pub mod pod;
+pub mod meter;

@@ -4,13 +4,13 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{skiff_bin, TestServer};
+use super::TestServer;
 
 /// Output of a child, accumulated by a reader thread.
 pub struct Collector {
@@ -87,12 +87,6 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> ExitStatus {
     }
 }
 
-fn cli_command(s: &TestServer, args: &[&str]) -> Command {
-    let mut c = Command::new(skiff_bin());
-    c.args(args).env("SKIFF_SERVER", s.url()).env("SKIFF_CONFIG", s.data_dir.join("no-config.json"));
-    c
-}
-
 /// A CLI child whose stdin/stdout/stderr are a new pseudo-terminal (its controlling one).
 pub struct PtyChild {
     pub child: Child,
@@ -105,7 +99,7 @@ impl PtyChild {
         let ws = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
         let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
         let slave: OwnedFd = pty.slave;
-        let mut c = cli_command(s, args);
+        let mut c = s.cli_command(args);
         c.stdin(Stdio::from(slave.try_clone().unwrap())).stdout(Stdio::from(slave.try_clone().unwrap())).stderr(Stdio::from(slave));
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
@@ -137,7 +131,7 @@ impl PtyChild {
 
 /// A CLI child with piped stdin (written then closed) and collected stdout.
 pub fn spawn_piped(s: &TestServer, args: &[&str], input: Option<&str>) -> (Child, Collector) {
-    let mut c = cli_command(s, args);
+    let mut c = s.cli_command(args);
     c.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::inherit());
     let mut child = c.spawn().expect("spawn skiff");
     if let Some(text) = input {

@@ -1,0 +1,267 @@
+//! nftables: the only module that talks to `nft`. It owns table `ip skiff` and nothing
+//! else, and sends each change as one JSON batch on `nft -j -f -` (atomic per batch).
+//!
+//! Layout of the table:
+//! - map `pubips` (public address → `jump g-<uid>`), used by one rule in the `prerouting`
+//!   (traffic from other hosts) and `output` (traffic from this host) nat chains;
+//! - chain `g-<uid>` per group: `dnat` of exactly the group's listed TCP/UDP ports;
+//! - set `bridges` (Skiff's bridge names) and set `intra` (`bridge . bridge` for subnets whose
+//!   members may talk to each other);
+//! - `postrouting`: masquerade loopback sources leaving through a Skiff bridge (a container
+//!   cannot answer 127.0.0.1), and, if an egress interface is configured, group sources
+//!   leaving through it;
+//! - `forward`: groups reach only their own subnet (and the egress interface if configured);
+//!   nothing reaches a group's private address from outside except through a DNAT;
+//! - `input`: groups cannot open connections to the host itself.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+pub const TABLE: &str = "skiff";
+const FAMILY: &str = "ip";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot run nft")]
+    Spawn(#[source] std::io::Error),
+    #[error("nft rejected the batch: {stderr}")]
+    Rejected { stderr: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+fn obj(kind: &str, mut body: Value) -> Value {
+    body["family"] = json!(FAMILY);
+    body["table"] = json!(TABLE);
+    json!({ kind: body })
+}
+
+fn chain(name: &str) -> Value {
+    obj("chain", json!({"name": name}))
+}
+
+fn base_chain(name: &str, kind: &str, hook: &str, prio: i32) -> Value {
+    obj("chain", json!({"name": name, "type": kind, "hook": hook, "prio": prio, "policy": "accept"}))
+}
+
+fn rule(chain: &str, expr: Vec<Value>) -> Value {
+    json!({"add": obj("rule", json!({"chain": chain, "expr": expr}))})
+}
+
+fn meta_in(key: &str, set: &str) -> Value {
+    json!({"match": {"op": "==", "left": {"meta": {"key": key}}, "right": format!("@{set}")}})
+}
+
+fn meta_eq(key: &str, value: &str) -> Value {
+    json!({"match": {"op": "==", "left": {"meta": {"key": key}}, "right": value}})
+}
+
+fn ct_state(states: &[&str]) -> Value {
+    json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": states}})
+}
+
+/// The table with its sets, maps and base chains; the base chains' rules are rewritten (so
+/// a changed setting takes effect) while group chains and set elements are kept, so groups
+/// that survived a daemon restart keep their forwarding.
+pub fn base_batch(private_nets: &[String], egress: Option<&str>) -> Value {
+    let mut cmds = vec![
+        json!({"add": {"table": {"family": FAMILY, "name": TABLE}}}),
+        json!({"add": obj("set", json!({"name": "bridges", "type": "ifname"}))}),
+        json!({"add": obj("set", json!({"name": "intra", "type": ["ifname", "ifname"]}))}),
+        json!({"add": obj("map", json!({"name": "pubips", "type": "ipv4_addr", "map": "verdict"}))}),
+    ];
+    let chains = [
+        ("prerouting", "nat", "prerouting", -100),
+        ("output", "nat", "output", -100),
+        ("postrouting", "nat", "postrouting", 100),
+        ("forward", "filter", "forward", 0),
+        ("input", "filter", "input", 0),
+    ];
+    for (name, kind, hook, prio) in chains {
+        cmds.push(json!({"add": base_chain(name, kind, hook, prio)}));
+        cmds.push(json!({"flush": chain(name)}));
+    }
+    let daddr_vmap = json!({"vmap": {"key": {"payload": {"protocol": "ip", "field": "daddr"}}, "data": "@pubips"}});
+    cmds.push(rule("prerouting", vec![daddr_vmap.clone()]));
+    cmds.push(rule("output", vec![daddr_vmap]));
+    cmds.push(rule(
+        "postrouting",
+        vec![
+            json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}}),
+            meta_in("oifname", "bridges"),
+            json!({"masquerade": null}),
+        ],
+    ));
+    cmds.push(rule("forward", vec![ct_state(&["established", "related"]), json!({"accept": null})]));
+    cmds.push(rule(
+        "forward",
+        vec![json!({"match": {"op": "==", "left": {"concat": [{"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}}]}, "right": "@intra"}}), json!({"accept": null})],
+    ));
+    if let Some(egress) = egress {
+        for net in private_nets {
+            if let Some((addr, len)) = net.split_once('/') {
+                cmds.push(rule(
+                    "postrouting",
+                    vec![
+                        json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": addr, "len": len.parse::<u32>().unwrap_or(32)}}}}),
+                        meta_eq("oifname", egress),
+                        json!({"masquerade": null}),
+                    ],
+                ));
+            }
+        }
+        cmds.push(rule("forward", vec![meta_in("iifname", "bridges"), meta_eq("oifname", egress), json!({"accept": null})]));
+    }
+    cmds.push(rule("forward", vec![meta_in("iifname", "bridges"), json!({"drop": null})]));
+    // From outside, a group's private address is reachable only through its public DNAT.
+    cmds.push(rule(
+        "forward",
+        vec![meta_in("oifname", "bridges"), json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}), json!({"accept": null})],
+    ));
+    cmds.push(rule("forward", vec![meta_in("oifname", "bridges"), json!({"drop": null})]));
+    cmds.push(rule("input", vec![meta_in("iifname", "bridges"), ct_state(&["established", "related"]), json!({"accept": null})]));
+    cmds.push(rule("input", vec![meta_in("iifname", "bridges"), json!({"drop": null})]));
+    json!({"nftables": cmds})
+}
+
+/// Register a bridge; `intra` lets members of that bridge's subnet reach each other when the
+/// kernel passes bridged traffic through the IP hooks (br_netfilter).
+pub fn bridge_batch(bridge: &str, intra: bool) -> Value {
+    let mut cmds = vec![json!({"add": obj("element", json!({"name": "bridges", "elem": [bridge]}))})];
+    if intra {
+        cmds.push(json!({"add": obj("element", json!({"name": "intra", "elem": [{"concat": [bridge, bridge]}]}))}));
+    }
+    json!({"nftables": cmds})
+}
+
+/// Forward exactly `ports` of `public` to `private` (same port numbers: ACI has no port
+/// mapping). Idempotent: the chain is flushed and refilled.
+pub fn group_batch(chain_name: &str, public: Ipv4Addr, private: Ipv4Addr, ports: &[(u16, Proto)]) -> Value {
+    let mut cmds = vec![json!({"add": chain(chain_name)}), json!({"flush": chain(chain_name)})];
+    for (port, proto) in ports {
+        cmds.push(rule(
+            chain_name,
+            vec![
+                json!({"match": {"op": "==", "left": {"payload": {"protocol": proto.as_str(), "field": "dport"}}, "right": port}}),
+                json!({"dnat": {"addr": private.to_string()}}),
+            ],
+        ));
+    }
+    cmds.push(json!({"add": obj("element", json!({"name": "pubips", "elem": [[public.to_string(), {"jump": {"target": chain_name}}]]}))}));
+    json!({"nftables": cmds})
+}
+
+pub fn delete_element_batch(public: Ipv4Addr) -> Value {
+    json!({"nftables": [{"delete": obj("element", json!({"name": "pubips", "elem": [public.to_string()]}))}]})
+}
+
+pub fn delete_chain_batch(chain_name: &str) -> Value {
+    json!({"nftables": [{"flush": chain(chain_name)}, {"delete": chain(chain_name)}]})
+}
+
+pub fn delete_table_batch() -> Value {
+    json!({"nftables": [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}]})
+}
+
+/// `nft` resolves names against a cache it reads before committing; two batches from this
+/// process racing each other can see each other's half-made state, so they go one at a time.
+static APPLY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Run one batch.
+pub fn apply(batch: &Value) -> Result<(), NftError> {
+    let _one_at_a_time = APPLY.lock().unwrap_or_else(|p| p.into_inner());
+    apply_unlocked(batch)
+}
+
+fn apply_unlocked(batch: &Value) -> Result<(), NftError> {
+    let mut child = Command::new("nft")
+        .args(["-j", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(batch.to_string().as_bytes()).map_err(NftError::Spawn)?;
+    }
+    let out = child.wait_with_output().map_err(NftError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NftError::Rejected { stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() })
+    }
+}
+
+/// The table as `nft -j list table ip skiff` shows it, or `None` if it does not exist.
+pub fn list_table() -> Result<Option<Value>, NftError> {
+    let out = Command::new("nft").args(["-j", "list", "table", FAMILY, TABLE]).output().map_err(NftError::Spawn)?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&out.stdout).map(Some).map_err(|e| NftError::Rejected { stderr: format!("unreadable nft output: {e}") })
+}
+
+/// Group chains present in a listing.
+pub fn group_chains(listing: &Value) -> Vec<String> {
+    listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["chain"]["name"].as_str())
+        .filter(|n| n.starts_with(crate::names::GROUP_CHAIN_PREFIX))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Public addresses present in the `pubips` map of a listing.
+pub fn public_elements(listing: &Value) -> Vec<Ipv4Addr> {
+    listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["map"]["name"] == "pubips")
+        .flat_map(|o| o["map"]["elem"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e[0].as_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_batch_forwards_exactly_the_listed_ports() {
+        let b = group_batch("g-abc", Ipv4Addr::new(127, 77, 0, 2), Ipv4Addr::new(10, 77, 0, 2), &[(80, Proto::Tcp), (53, Proto::Udp)]);
+        let cmds = b["nftables"].as_array().unwrap();
+        let rules: Vec<&Value> = cmds.iter().filter_map(|c| c.get("add").and_then(|a| a.get("rule"))).collect();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0]["expr"][0]["match"]["left"]["payload"]["protocol"], "tcp");
+        assert_eq!(rules[1]["expr"][0]["match"]["right"], 53);
+        assert_eq!(rules[1]["expr"][1]["dnat"]["addr"], "10.77.0.2");
+        assert!(cmds.iter().all(|c| c.to_string().contains("\"table\":\"skiff\"")));
+    }
+
+    #[test]
+    fn listing_parsers() {
+        let v: Value = serde_json::from_str(r#"{"nftables":[{"metainfo":{}},{"chain":{"family":"ip","table":"skiff","name":"g-0123"}},{"chain":{"name":"forward"}},
+            {"map":{"name":"pubips","elem":[["127.77.0.2",{"jump":{"target":"g-0123"}}]]}}]}"#).unwrap();
+        assert_eq!(group_chains(&v), vec!["g-0123"]);
+        assert_eq!(public_elements(&v), vec![Ipv4Addr::new(127, 77, 0, 2)]);
+    }
+}

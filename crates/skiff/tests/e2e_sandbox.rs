@@ -1,0 +1,148 @@
+//! Escape attempts from inside a container. Each must fail safely, with nothing changed
+//! outside the group, and the tests check that from the host.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn container<'a>(g: &'a Value, name: &str) -> &'a Value {
+    g["properties"]["containers"].as_array().and_then(|cs| cs.iter().find(|c| c["name"] == name)).unwrap_or_else(|| panic!("container {name} in {g}"))
+}
+
+#[test]
+fn dangerous_syscalls_and_privileged_files_are_refused() {
+    let s = TestServer::start();
+    s.ensure_rg("sbx");
+    let probes = [
+        "keyctl",
+        "add_key",
+        "bpf",
+        "perf_event_open",
+        "mount",
+        "unshare-user",
+        "unshare-net",
+        "clone-newuser",
+        "raw-socket",
+        "packet-socket",
+        "settime",
+        "init_module",
+        "setns",
+    ];
+    let script = format!(
+        "for p in {}; do probe $p; done; \
+         echo 1 > /proc/sys/kernel/panic_on_oops 2>/dev/null && echo proc-sys: ALLOWED || echo proc-sys: blocked; \
+         echo b > /proc/sysrq-trigger 2>/dev/null && echo sysrq: ALLOWED || echo sysrq: blocked; \
+         touch /sys/kernel/skiff 2>/dev/null && echo sys: ALLOWED || echo sys: blocked; \
+         test -s /proc/kcore && echo kcore: ALLOWED || echo kcore: blocked; \
+         mknod /tmp/sda b 8 0 2>/dev/null && (head -c 1 /tmp/sda >/dev/null 2>&1 && echo blockdev: ALLOWED || echo blockdev: blocked) || echo blockdev: blocked; \
+         echo probes-done; sleep 3600",
+        probes.join(" ")
+    );
+    let body = simple_group(&image("busybox-probe:latest"), &["sh", "-c", &script]);
+    assert_eq!(s.put_group("sbx", "probe", &body).status, 201);
+    s.wait_state("sbx", "probe", "Running");
+    let logs = s.wait_logs("sbx", "probe", "main", "probes-done");
+    for p in probes.iter().copied().chain(["proc-sys", "sysrq", "sys", "kcore", "blockdev"]) {
+        let line = logs.lines().find(|l| l.starts_with(&format!("{p}:"))).unwrap_or_else(|| panic!("no result for {p} in {logs}"));
+        assert!(line.contains("blocked"), "{line}");
+    }
+    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/panic_on_oops").unwrap().trim(), std::fs::read_to_string("/proc/sys/kernel/panic_on_oops").unwrap().trim());
+}
+
+#[test]
+fn groups_cannot_see_each_others_processes_files_or_environment() {
+    let s = TestServer::start();
+    s.ensure_rg("iso");
+    let mut a = simple_group(&image("busybox-probe:latest"), &["sh", "-c", "echo top-secret > /tmp/a-secret; exec sleep 7777"]);
+    a["properties"]["containers"][0]["properties"]["environmentVariables"] = json!([{"name": "A_TOKEN", "secureValue": "a-token-value"}]);
+    assert_eq!(s.put_group("iso", "a", &a).status, 201);
+    s.wait_state("iso", "a", "Running");
+    let uid = s.group_uid("iso", "a");
+    let status: Value = serde_json::from_str(&std::fs::read_to_string(s.data_dir.join("groups").join(&uid).join("status.json")).unwrap()).unwrap();
+    let a_pid = status["containers"][0]["pid"].as_u64().unwrap();
+
+    let script = format!(
+        "ps -o args | grep -c 'sleep 777[7]' ; \
+         grep -rl top-secret / --exclude-dir=proc --exclude-dir=sys 2>/dev/null | wc -l; \
+         cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c a-token-value; \
+         probe ptrace {a_pid}; echo iso-done; sleep 3600"
+    );
+    let b = simple_group(&image("busybox-probe:latest"), &["sh", "-c", &script]);
+    assert_eq!(s.put_group("iso", "b", &b).status, 201);
+    s.wait_state("iso", "b", "Running");
+    let logs = s.wait_logs("iso", "b", "main", "iso-done");
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines[0].trim(), "0", "a's process is invisible: {logs}");
+    assert_eq!(lines[1].trim(), "0", "a's files are invisible: {logs}");
+    assert_eq!(lines[2].trim(), "0", "a's environment is invisible: {logs}");
+    assert!(lines[3].contains("blocked"), "ptrace of another group's pid: {logs}");
+}
+
+#[test]
+fn a_fork_bomb_hits_the_group_pids_limit_and_the_neighbours_keep_working() {
+    let s = TestServer::start_with(&["--group-pids-max", "64"]);
+    s.ensure_rg("bomb");
+    let bomb = simple_group(&image("busybox:latest"), &["sh", "-c", "while true; do sleep 1000 & done"]);
+    assert_eq!(s.put_group("bomb", "bomb", &bomb).status, 201);
+    s.wait_state("bomb", "bomb", "Running");
+    let uid = s.group_uid("bomb", "bomb");
+    let pids = Path::new("/sys/fs/cgroup/pids").join(&s.cgroup_parent).join(&uid);
+    assert_eq!(std::fs::read_to_string(pids.join("pids.max")).unwrap().trim(), "64");
+    // The shell reports failed forks once the group is at its limit.
+    s.wait_logs("bomb", "bomb", "main", "can't fork");
+    let peak: u64 = std::fs::read_to_string(pids.join("pids.peak")).unwrap().trim().parse().unwrap();
+    assert!(peak <= 64, "the group exceeded its pids limit: peak {peak}");
+
+    // The daemon and a neighbour group are unaffected.
+    let calm = simple_group(&image("busybox:latest"), &["sh", "-c", "echo calm; sleep 3600"]);
+    assert_eq!(s.put_group("bomb", "calm", &calm).status, 201);
+    s.wait_state("bomb", "calm", "Running");
+    s.wait_logs("bomb", "calm", "main", "calm");
+}
+
+#[test]
+fn a_memory_bomb_kills_only_its_own_container() {
+    let s = TestServer::start();
+    s.ensure_rg("oom");
+    let body = json!({
+        "location": "westus",
+        "properties": {
+            "osType": "Linux",
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "hog", "properties": {"image": image("busybox:latest"), "command": ["sh", "-c", "tail /dev/zero"],
+                    "resources": {"requests": {"cpu": 0.5, "memoryInGB": 0.2}}}},
+                {"name": "quiet", "properties": {"image": image("busybox:latest"), "command": ["sh", "-c", "echo quiet; sleep 3600"],
+                    "resources": {"requests": {"cpu": 0.5, "memoryInGB": 0.2}}}}
+            ]
+        }
+    });
+    assert_eq!(s.put_group("oom", "pair", &body).status, 201);
+    let g = s.wait_group("oom", "pair", "the hog's OOM kill", Duration::from_secs(60), |g| {
+        container(g, "hog")["properties"]["instanceView"]["currentState"]["state"] == "Terminated"
+    });
+    assert_eq!(container(&g, "hog")["properties"]["instanceView"]["currentState"]["exitCode"], 137, "{g}");
+    assert_eq!(container(&g, "quiet")["properties"]["instanceView"]["currentState"]["state"], "Running");
+    assert_eq!(g["properties"]["instanceView"]["state"], "Running");
+}
+
+#[test]
+fn a_malicious_layer_is_rejected_with_a_clear_event_and_writes_nothing_outside() {
+    let s = TestServer::start();
+    s.ensure_rg("evil");
+    let body = simple_group(&image("evil-layer:latest"), &["true"]);
+    assert_eq!(s.put_group("evil", "evil", &body).status, 201);
+    let g = s.wait_group("evil", "evil", "failure", Duration::from_secs(60), |g| g["properties"]["provisioningState"] == "Failed");
+    let events = container(&g, "main")["properties"]["instanceView"]["events"].to_string();
+    assert!(events.contains("Failed to pull image") && (events.contains("unsafe") || events.contains("outside")), "{events}");
+    for escaped in ["/etc/skiff-escape-dotdot", "/etc/skiff-escape-symlink"] {
+        assert!(!Path::new(escaped).exists(), "{escaped} was written on the host");
+    }
+    let images = s.data_dir.join("images");
+    let found = std::process::Command::new("find").arg(&images).args(["-name", "skiff-escape*"]).output().unwrap();
+    assert!(found.stdout.is_empty(), "escape files inside the cache: {}", String::from_utf8_lossy(&found.stdout));
+}
