@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::Extension;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,6 +27,17 @@ use crate::error::ApiResult;
 use crate::lro::{decode, json};
 use crate::Api;
 
+/// Shares are host-wide (not in any subscription): only an admin token may manage them when
+/// authentication is on.
+type Caller = Option<Extension<crate::auth::Principal>>;
+
+fn admin_only(caller: &Caller) -> ApiResult<()> {
+    match caller {
+        Some(Extension(p)) if !p.0.admin => Err(ArmError::new(403, "AuthorizationFailed", "Only an admin token may manage file shares.").into()),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn routes() -> Router<Arc<Api>> {
     Router::new().route("/skiff/v1/shares", get(list)).route("/skiff/v1/shares/{account}/{share}", get(show).put(create).delete(remove))
 }
@@ -34,13 +46,15 @@ fn not_found(account: &str, share: &str) -> ArmError {
     ArmError::new(404, "ShareNotFound", format!("The file share '{share}' of storage account '{account}' does not exist."))
 }
 
-async fn list(State(api): State<Arc<Api>>) -> ApiResult<Response> {
+async fn list(State(api): State<Arc<Api>>, caller: Caller) -> ApiResult<Response> {
+    admin_only(&caller)?;
     let (kvs, _) = api.store.list(SHARES_PREFIX, None, None).await?;
     let value = kvs.iter().map(|kv| decode::<ShareRecord>(kv).map(|r| r.to_json(false))).collect::<ApiResult<Vec<_>>>()?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "value": value })))
 }
 
-async fn show(State(api): State<Arc<Api>>, Path((account, share)): Path<(String, String)>) -> ApiResult<Response> {
+async fn show(State(api): State<Arc<Api>>, caller: Caller, Path((account, share)): Path<(String, String)>) -> ApiResult<Response> {
+    admin_only(&caller)?;
     match api.store.get(&share_key(&account, &share)).await? {
         Some(kv) => Ok(json(StatusCode::OK, &decode::<ShareRecord>(&kv)?.to_json(false))),
         None => Err(not_found(&account, &share).into()),
@@ -54,7 +68,8 @@ struct CreateShare {
     storage_account_key: Option<String>,
 }
 
-async fn create(State(api): State<Arc<Api>>, Path((account, share)): Path<(String, String)>, body: Bytes) -> ApiResult<Response> {
+async fn create(State(api): State<Arc<Api>>, caller: Caller, Path((account, share)): Path<(String, String)>, body: Bytes) -> ApiResult<Response> {
+    admin_only(&caller)?;
     validate_share_names(&account, &share)?;
     let req: CreateShare = if body.iter().all(u8::is_ascii_whitespace) {
         CreateShare::default()
@@ -79,7 +94,8 @@ async fn create(State(api): State<Arc<Api>>, Path((account, share)): Path<(Strin
     }
 }
 
-async fn remove(State(api): State<Arc<Api>>, Path((account, share)): Path<(String, String)>) -> ApiResult<Response> {
+async fn remove(State(api): State<Arc<Api>>, caller: Caller, Path((account, share)): Path<(String, String)>) -> ApiResult<Response> {
+    admin_only(&caller)?;
     if api.store.delete(&share_key(&account, &share), Expect::Any).await?.is_none() {
         return Err(not_found(&account, &share).into());
     }

@@ -153,6 +153,12 @@ fn azure_file_shares_persist_are_shared_and_enforce_keys_and_read_only() {
     let s = TestServer::start();
     let created: Value = serde_json::from_str(&s.cli_ok(&["share", "create", "--account-name", "acct1", "-n", "data"])).unwrap();
     let key = created["storageAccountKey"].as_str().expect("key on create").to_string();
+    // Shares are host-wide: a subscription-scoped token may not manage them.
+    let scoped = s.request("POST", "/skiff/tokens", Some(&json!({"subscription": SUB})));
+    assert_eq!(scoped.status, 201, "{}", scoped.text);
+    let client = s.client_with(scoped.body["token"].as_str());
+    let r = client.put(format!("{}/skiff/v1/shares/acct1/other", s.url())).body("{}").send().unwrap();
+    assert_eq!(r.status().as_u16(), 403);
     let listed = s.cli_ok(&["share", "list"]);
     assert!(listed.contains("\"data\"") && !listed.contains(&key), "{listed}");
     let share = |read_only: bool, key: &str| json!([{"name": "files", "azureFile": {"storageAccountName": "acct1", "shareName": "data", "storageAccountKey": key, "readOnly": read_only}}]);
