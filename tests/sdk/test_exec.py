@@ -1,6 +1,6 @@
 """execute_command / attach through the SDK, then the websocket with the returned password.
 
-Not in the CI run yet: exec/attach are being built on another branch. Needs `websockets`.
+Needs `websockets` (pinned in requirements.txt).
 """
 
 import ssl

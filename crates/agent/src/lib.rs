@@ -5,11 +5,15 @@
 //! to the store. The host is the truth for actual state: on start the agent re-adopts live
 //! supervisors and removes host objects no record owns, so a `kill -9` at any point converges.
 
+mod git;
 mod maintenance;
 pub mod metering;
 mod network;
 mod owner;
+pub mod probes;
 pub mod process;
+mod streams;
+pub mod volumes;
 mod records;
 pub mod userns;
 pub mod view;
@@ -45,6 +49,8 @@ pub struct AgentConfig {
     pub gc_interval: Duration,
     /// User-namespace id ranges per group; `None` runs containers as real host root.
     pub userns: Option<userns::UsernsConfig>,
+    /// Opens the secrets the API sealed into the group records (`None`: records hold them as is).
+    pub secrets: Option<Arc<skiff_secrets::SecretKey>>,
     /// Usage metering and event log settings.
     pub meter: metering::MeterConfig,
     /// Group networking (bridge, addresses, public IPs, DNS); `None`: each group gets a
@@ -68,6 +74,7 @@ impl AgentConfig {
             pids_max: Some(4096),
             gc_interval: Duration::from_secs(600),
             userns: Some(userns::UsernsConfig::default()),
+            secrets: None,
             meter: metering::MeterConfig::default(),
             network: None,
         }
@@ -111,7 +118,15 @@ impl Shared {
         self.cfg.data_dir.join("groups").join(uid)
     }
 
-    fn dispatch(self: &Arc<Self>, rec: GroupRecord) {
+    fn dispatch(self: &Arc<Self>, mut rec: GroupRecord) {
+        // Owners work on the opened document; they never write it back (updates go through
+        // `update_group` on the stored record), so the clear values stay in memory.
+        if let Some(k) = &self.cfg.secrets {
+            match skiff_secrets::open_group(k, &rec.spec) {
+                Ok(spec) => rec.spec = spec,
+                Err(e) => tracing::error!(group = %rec.name, error = %e, "cannot open the group's secrets"),
+            }
+        }
         let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = owners.get(&rec.uid) {
             if tx.send(rec.clone()).is_ok() {
@@ -146,6 +161,15 @@ impl Agent {
         tracing::info!(?report, "host preflight passed");
         for dir in [cfg.data_dir.join("groups"), cfg.netns_dir.clone(), cfg.runtime.root.clone()] {
             std::fs::create_dir_all(&dir).map_err(|source| AgentError::Io { context: format!("creating {}", dir.display()), source })?;
+        }
+        // Plans and bundles hold the containers' environment, secure values included (the
+        // runtime needs them in clear): nobody but root may list `groups/`, and those files are
+        // written 0600. Search permission stays, because a container's runtime resolves its
+        // rootfs beneath it as the group's unprivileged root.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = cfg.data_dir.join("groups");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(|source| AgentError::Io { context: format!("restricting {}", dir.display()), source })?;
         }
         let images = ImageStore::open(ImageStoreConfig {
             root: cfg.data_dir.join("images"),

@@ -254,9 +254,7 @@ impl Owner {
 
         self.stop_supervisor().await;
         unmount_containers(&self.dir);
-        let containers_dir = self.dir.join("containers");
-        std::fs::create_dir_all(&containers_dir).map_err(|e| ProvisionError::internal(format!("creating {}: {e}", containers_dir.display())))?;
-
+        crate::volumes::unmount_all(&self.dir);
         let ids = match &self.sh.cfg.userns {
             Some(cfg) => Some(
                 crate::userns::ensure_range(self.sh.store.as_ref(), cfg, &self.rec.uid)
@@ -266,6 +264,14 @@ impl Owner {
             ),
             None => None,
         };
+        let mut volumes = crate::volumes::prepare(&self.sh, &self.rec, &self.dir).await.map_err(|e| ProvisionError { code: e.code.to_string(), message: e.message, container: None })?;
+        if let Some(r) = ids {
+            crate::volumes::map_ids(&self.dir, &mut volumes, skiff_image::IdMap { host_base: r.host_base, size: r.size })
+                .map_err(|e| ProvisionError { code: e.code.to_string(), message: e.message, container: None })?;
+        }
+        let containers_dir = self.dir.join("containers");
+        std::fs::create_dir_all(&containers_dir).map_err(|e| ProvisionError::internal(format!("creating {}: {e}", containers_dir.display())))?;
+
         let alloc = allocate(&spec.properties);
         let mut containers = Vec::new();
         for (c, a) in spec.properties.containers.iter().zip(&alloc.containers) {
@@ -302,6 +308,40 @@ impl Owner {
                 cpu_period_us: alloc.cpu_period_us,
                 memory_limit_bytes: a.memory_limit_bytes,
                 hostname_file: None,
+                mounts: crate::volumes::mounts_for(&volumes, c.properties.volume_mounts.as_deref()),
+                liveness_probe: c.properties.liveness_probe.as_ref().and_then(crate::probes::probe_plan),
+                readiness_probe: c.properties.readiness_probe.as_ref().and_then(crate::probes::probe_plan),
+            });
+        }
+        // Init containers: the group's whole allocation (ACI gives them no requests of their own).
+        let mut init_containers = Vec::new();
+        for c in spec.properties.init_containers.iter().flatten() {
+            let p = &c.properties;
+            let image = p.image.as_ref().and_then(|i| resolved.get(i)).ok_or_else(|| ProvisionError::container(&c.name, "InvalidImage", "an init container needs an image".to_string()))?;
+            let idmap = ids.map(|r| skiff_image::IdMap { host_base: r.host_base, size: r.size });
+            let rootfs = self.sh.images.mount_rootfs_mapped(image, &containers_dir.join(&c.name), idmap).map_err(|e| ProvisionError::internal(format!("preparing the root filesystem of init container '{}': {e}", c.name)))?;
+            let cfg = &image.config;
+            let args = process_args(p.command.as_deref(), &cfg.entrypoint, &cfg.cmd).map_err(|m| ProvisionError::container(&c.name, "InvalidContainerCommand", m))?;
+            let user = resolve_user(&cfg.user, read_rootfs_file(&rootfs, "etc/passwd").as_deref(), read_rootfs_file(&rootfs, "etc/group").as_deref())
+                .map_err(|m| ProvisionError::container(&c.name, "InvalidContainerUser", m))?;
+            init_containers.push(ContainerPlan {
+                name: c.name.clone(),
+                rootfs,
+                args,
+                env: merge_env(&cfg.env, p.environment_variables.as_deref().unwrap_or_default()),
+                cwd: if cfg.working_dir.is_empty() { "/".to_string() } else { cfg.working_dir.clone() },
+                uid: p.security_context.as_ref().and_then(|s| s.run_as_user).map_or(user.uid, |u| u as u32),
+                gid: p.security_context.as_ref().and_then(|s| s.run_as_group).map_or(user.gid, |g| g as u32),
+                additional_gids: user.additional_gids,
+                hostname: self.rec.name.clone(),
+                cpu_shares: 1024,
+                cpu_quota_us: None,
+                cpu_period_us: alloc.cpu_period_us,
+                memory_limit_bytes: alloc.memory_bytes,
+                hostname_file: None,
+                mounts: crate::volumes::mounts_for(&volumes, p.volume_mounts.as_deref()),
+                liveness_probe: None,
+                readiness_probe: None,
             });
         }
         let netns_path = self.sh.cfg.netns_dir.join(&self.rec.uid);
@@ -327,6 +367,7 @@ impl Owner {
             resolv_conf_file: net_files.as_ref().map(|f| f.resolv.clone()),
             containers,
             userns: ids,
+            init_containers,
         };
         plan.save(&self.dir).map_err(|e| ProvisionError::internal(format!("writing the group plan: {e}")))?;
         let exe = cfg.exe.clone();
@@ -463,6 +504,8 @@ impl Owner {
             if let Some(c) = &err.container {
                 let v = r.container_views.entry(c.clone()).or_default();
                 push_event(v, "Failed", &err.message, true, &ts);
+            } else {
+                crate::view::push_event_to(&mut r.group_view.events, "Failed", &format!("{}: {}", err.code, err.message), true, &ts);
             }
             for name in r.spec.properties.containers.iter().map(|c| c.name.clone()).collect::<Vec<_>>() {
                 let v = r.container_views.entry(name).or_default();
@@ -516,11 +559,14 @@ impl Owner {
             }
             let views: BTreeMap<String, ContainerInstanceView> = view::container_views(status, &r.container_views);
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            let state = view::group_state(r.restart_policy(), false, &names, &views).as_str().to_string();
+            let mut state = view::group_state(r.restart_policy(), false, &names, &views).as_str().to_string();
+            if status.init_failed {
+                state = "Failed".to_string();
+            }
             let mut changed = views != r.container_views || r.group_view.state.as_deref() != Some(state.as_str());
             r.container_views = views;
             r.group_view.state = Some(state);
-            if r.observed_generation < gen && view::all_started(&names, &r.container_views) {
+            if r.observed_generation < gen && (view::all_started(&names, &r.container_views) || status.init_failed) {
                 r.observed_generation = gen;
                 r.provisioning_state = "Succeeded".to_string();
                 finished_op = r.pending_operation.clone();
@@ -597,6 +643,18 @@ fn unmount_containers(dir: &Path) {
     }
 }
 
+/// Mount points at or beneath `dir`, from the mount table.
+fn mounts_beneath(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| *m == prefix || m.starts_with(&format!("{prefix}/")))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Remove every host object of a group whose supervisor is gone: runtime containers,
 /// cgroups, the network namespace, rootfs mounts and the group directory.
 fn cleanup_host_objects(sh: &Shared, dir: &Path, uid: &str) {
@@ -607,6 +665,13 @@ fn cleanup_host_objects(sh: &Shared, dir: &Path, uid: &str) {
         let _ = skiff_runtime::remove_netns(&sh.cfg.netns_dir.join(uid));
     }
     unmount_containers(dir);
+    crate::volumes::unmount_all(dir);
+    // Never delete through a mount that is still there (a shared layer, a file share).
+    let still_mounted = mounts_beneath(dir);
+    if !still_mounted.is_empty() {
+        tracing::error!(dir = %dir.display(), mounts = ?still_mounted, "not removing the group directory: mounts remain beneath it");
+        return;
+    }
     if let Err(e) = std::fs::remove_dir_all(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %dir.display(), error = %e, "removing the group directory failed");

@@ -55,6 +55,7 @@ pub fn container_views(status: &rt::GroupStatus, previous: &BTreeMap<String, Con
     status
         .containers
         .iter()
+        .chain(&status.init_containers)
         .map(|c| {
             let mut events = agent_events(previous.get(&c.name));
             events.extend(c.events.iter().map(event));
@@ -86,15 +87,20 @@ pub fn all_started(names: &[&str], views: &BTreeMap<String, ContainerInstanceVie
 
 /// Append an event to a view, coalescing with an identical latest one as ACI does.
 pub fn push_event(view: &mut ContainerInstanceView, name: &str, message: &str, warning: bool, now: &str) {
+    push_event_to(&mut view.events, name, message, warning, now);
+}
+
+/// [`push_event`] on any event list (e.g. the group's own events).
+pub fn push_event_to(events: &mut Vec<Event>, name: &str, message: &str, warning: bool, now: &str) {
     let kind = if warning { "Warning" } else { "Normal" };
-    if let Some(last) = view.events.last_mut() {
+    if let Some(last) = events.last_mut() {
         if last.name.as_deref() == Some(name) && last.message.as_deref() == Some(message) {
             last.count = Some(last.count.unwrap_or(1) + 1);
             last.last_timestamp = Some(now.to_string());
             return;
         }
     }
-    view.events.push(Event {
+    events.push(Event {
         count: Some(1),
         first_timestamp: Some(now.to_string()),
         last_timestamp: Some(now.to_string()),

@@ -255,7 +255,8 @@ pub fn authorize(who: &TokenRecord, method: &Method, path: &str, route: Route) -
         | Route::OutboundDependencies(ref g)
         | Route::ContainerLogs { group: ref g, .. }
         | Route::ContainerExec { group: ref g, .. }
-        | Route::ContainerAttach { group: ref g, .. } => {
+        | Route::ContainerAttach { group: ref g, .. }
+        | Route::ContainerLogStream { group: ref g, .. } => {
             if !group_ok(g) {
                 return Err(hidden(path));
             }

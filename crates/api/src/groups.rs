@@ -21,7 +21,7 @@ pub(crate) async fn load(ctx: &Ctx, g: &GroupRef) -> ApiResult<Option<(GroupReco
     get_record(&*ctx.api.store, &group_key(&g.subscription, &g.resource_group, &g.name)).await
 }
 
-async fn load_required(ctx: &Ctx, g: &GroupRef) -> ApiResult<(GroupRecord, Revision)> {
+pub(crate) async fn load_required(ctx: &Ctx, g: &GroupRef) -> ApiResult<(GroupRecord, Revision)> {
     load(ctx, g).await?.ok_or_else(|| ArmError::group_not_found(&g.resource_group, &g.name).into())
 }
 
@@ -62,7 +62,7 @@ pub(crate) async fn put(ctx: &Ctx, g: &GroupRef) -> ApiResult<Response> {
                 subscription: g.subscription.clone(),
                 resource_group: rg.name.clone(),
                 name: g.name.clone(),
-                spec: spec.clone(),
+                spec: ctx.api.seal_spec(&spec)?,
                 desired: Desired::Running,
                 generation: 1,
                 observed_generation: 0,
@@ -99,7 +99,7 @@ pub(crate) async fn put(ctx: &Ctx, g: &GroupRef) -> ApiResult<Response> {
         spec.location = rec.spec.location.clone();
         let mut ops = Vec::new();
         let op_id;
-        if same_except_tags(&spec, &rec.spec) {
+        if same_except_tags(&spec, &ctx.api.open_spec(&rec.spec)?) {
             // Tags only (or nothing): no reprovisioning. Point the client at the operation
             // still in flight, if any, else at one that has already succeeded.
             if rec.spec.tags != spec.tags {
@@ -119,7 +119,7 @@ pub(crate) async fn put(ctx: &Ctx, g: &GroupRef) -> ApiResult<Response> {
             }
         } else {
             ops.extend(cancel_pending(store, &rec, "update").await?);
-            rec.spec = spec.clone();
+            rec.spec = ctx.api.seal_spec(&spec)?;
             rec.generation += 1;
             rec.provisioning_state = "Updating".to_string();
             rec.desired = Desired::Running;
@@ -340,13 +340,4 @@ pub(crate) async fn logs(ctx: &Ctx, g: &GroupRef, container: &str, tail: Option<
     }
     let content = ctx.api.node.logs(&rec, container, tail, timestamps).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "content": content })))
-}
-
-/// `POST P/containers/{c}/exec|attach`: not served yet (checks the group and container first).
-pub(crate) async fn not_yet(ctx: &Ctx, g: &GroupRef, container: &str, what: &str) -> ApiResult<Response> {
-    let (rec, _) = load_required(ctx, g).await?;
-    if !rec.container_names().any(|c| c == container) {
-        return Err(ArmError::container_not_found(&rec.name, container).into());
-    }
-    Err(ArmError::new(501, "NotImplemented", format!("Container {what} is not available on this host yet.")).into())
 }

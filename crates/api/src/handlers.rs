@@ -49,8 +49,9 @@ pub(crate) async fn handle(ctx: &Ctx, route: Route) -> ApiResult<Response> {
             Ok(json(StatusCode::OK, &Vec::<String>::new()))
         }
         Route::ContainerLogs { group, container, tail, timestamps } => groups::logs(ctx, &group, &container, tail, timestamps).await,
-        Route::ContainerExec { group, container } => groups::not_yet(ctx, &group, &container, "exec").await,
-        Route::ContainerAttach { group, container } => groups::not_yet(ctx, &group, &container, "attach").await,
+        Route::ContainerExec { group, container } => crate::streams::exec(ctx, &group, &container).await,
+        Route::ContainerAttach { group, container } => crate::streams::attach(ctx, &group, &container).await,
+        Route::ContainerLogStream { group, container, tail, timestamps } => crate::streams::log_stream(ctx, &group, &container, tail, timestamps).await,
         Route::GetOperation { subscription, id, .. } => {
             let op = load_op(ctx, &subscription, &id).await?;
             Ok(json(StatusCode::OK, &op.to_arm()))

@@ -17,7 +17,9 @@ mod lro;
 mod metering;
 pub mod openapi;
 mod resource_groups;
+mod shares;
 pub mod route;
+pub mod streams;
 
 use std::sync::Arc;
 
@@ -58,6 +60,8 @@ pub struct ApiConfig {
     pub quota_groups: u64,
     /// Cores a subscription's groups may use in a location (reported by `usages`).
     pub quota_cores: u64,
+    /// Seals the groups' write-only values before they are stored (`None`: stored as given).
+    pub secrets: Option<Arc<skiff_secrets::SecretKey>>,
     /// Memory (GB) a subscription's groups may use in a location (reported by `usages`).
     pub quota_memory_gb: f64,
     /// Bearer-token authentication (see [`auth`]); `None` serves without (in-process tests only:
@@ -69,7 +73,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, quota_memory_gb: 4000.0, auth: None, tls: false }
+        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, secrets: None, quota_memory_gb: 4000.0, auth: None, tls: false }
     }
 }
 
@@ -81,6 +85,21 @@ pub trait Node: Send + Sync + 'static {
     async fn logs(&self, group: &GroupRecord, container: &str, tail: Option<usize>, timestamps: bool) -> Result<String, ArmError>;
     /// Image references cached on this host.
     async fn cached_images(&self) -> Vec<String>;
+    /// Open an exec or attach session on one container of `group` (see [`streams`]).
+    async fn open_session(&self, group: &GroupRecord, container: &str, kind: streams::SessionKind) -> Result<streams::SessionIo, ArmError> {
+        let _ = (group, container, kind);
+        Err(ArmError::new(501, "NotImplemented", "Container exec and attach are not available on this host."))
+    }
+    /// Follow one container's log: chunks of rendered log lines until the container terminates.
+    async fn follow_logs(&self, group: &GroupRecord, container: &str, tail: Option<usize>, timestamps: bool) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>, ArmError> {
+        let _ = (group, container, tail, timestamps);
+        Err(ArmError::new(501, "NotImplemented", "Log streaming is not available on this host."))
+    }
+    /// Remove the data of a deleted file share.
+    async fn remove_share_data(&self, account: &str, share: &str) -> Result<(), ArmError> {
+        let _ = (account, share);
+        Ok(())
+    }
 }
 
 /// Shared state of the handlers.
@@ -88,6 +107,26 @@ pub(crate) struct Api {
     pub store: Arc<dyn Store>,
     pub node: Arc<dyn Node>,
     pub cfg: ApiConfig,
+    /// Exec/attach sessions handed out and not yet connected.
+    pub sessions: streams::Sessions,
+}
+
+impl Api {
+    /// The copy of a validated document that goes into the store (secrets sealed).
+    pub(crate) fn seal_spec(&self, spec: &skiff_model::ContainerGroup) -> Result<skiff_model::ContainerGroup, ArmError> {
+        match &self.cfg.secrets {
+            Some(k) => skiff_secrets::seal_group(k, spec).map_err(|e| ArmError::internal(format!("sealing the group's secrets failed: {e}"))),
+            None => Ok(spec.clone()),
+        }
+    }
+
+    /// A stored document with its secrets opened (to compare it with a new one).
+    pub(crate) fn open_spec(&self, spec: &skiff_model::ContainerGroup) -> Result<skiff_model::ContainerGroup, ArmError> {
+        match &self.cfg.secrets {
+            Some(k) => skiff_secrets::open_group(k, spec).map_err(|e| ArmError::internal(format!("opening the group's secrets failed: {e}"))),
+            None => Ok(spec.clone()),
+        }
+    }
 }
 
 /// Per-request context handed to the handlers.
@@ -104,9 +143,11 @@ pub(crate) struct Ctx {
 /// The ARM API as an axum router.
 pub fn router(store: Arc<dyn Store>, node: Arc<dyn Node>, cfg: ApiConfig) -> Router {
     let auth_cfg = cfg.auth.clone();
-    let api = Arc::new(Api { store: Arc::clone(&store), node, cfg });
+    let api = Arc::new(Api { store: Arc::clone(&store), node, cfg, sessions: Default::default() });
     let app = Router::new()
         .route(openapi::OPENAPI_PATH, axum::routing::get(|| async { axum::Json(openapi::document()) }))
+        .route(streams::WS_ROUTE, axum::routing::get(streams::websocket))
+        .merge(shares::routes())
         .fallback(dispatch)
         .with_state(api)
         .layer(axum::middleware::map_response(arm_body_for_bare_errors))

@@ -75,6 +75,9 @@ pub enum Route {
     ListCapabilities { subscription: String, location: String },
     /// `GET …/locations/{loc}/cachedImages`
     ListCachedImages { subscription: String, location: String },
+    /// Skiff extension: `GET P/containers/{c}/logstream?tail=N&timestamps=bool` streams the
+    /// log as `text/plain` (chunked) and ends when the container terminates.
+    ContainerLogStream { group: GroupRef, container: String, tail: Option<usize>, timestamps: bool },
     /// Skiff extension: `GET /subscriptions/{s}/providers/Microsoft.ContainerInstance/usageRecords?from=&to=&groupBy=&resourceGroup=`
     /// (`from`/`to` RFC 3339; `groupBy` = `resourceGroup` | `containerGroup`).
     UsageRecords { subscription: String, from: Option<String>, to: Option<String>, group_by: Option<String>, resource_group: Option<String> },
@@ -284,7 +287,7 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Routed,
                             let group = g(&segs[7]);
                             let container = segs[9].clone();
                             match *action {
-                                "logs" if get => {
+                                "logs" | "logstream" if get => {
                                     let tail = match q.get("tail") {
                                         None => None,
                                         Some(t) => match t.trim().parse::<usize>() {
@@ -302,9 +305,13 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Routed,
                                             return Err(ArmError::bad_request("InvalidParameter", format!("The value '{t}' of 'timestamps' is invalid: give 'true' or 'false'.")).with_target("timestamps"))
                                         }
                                     };
-                                    Some(Route::ContainerLogs { group, container, tail, timestamps })
+                                    if *action == "logstream" {
+                                        Some(Route::ContainerLogStream { group, container, tail, timestamps })
+                                    } else {
+                                        Some(Route::ContainerLogs { group, container, tail, timestamps })
+                                    }
                                 }
-                                "logs" => None,
+                                "logs" | "logstream" => None,
                                 "exec" => (m == Method::POST).then_some(Route::ContainerExec { group, container }),
                                 "attach" => (m == Method::POST).then_some(Route::ContainerAttach { group, container }),
                                 _ => return Err(invalid_resource_type(path)),
@@ -358,6 +365,8 @@ mod tests {
         assert_eq!(ok(Method::POST, &format!("{P}/containers/c1/attach")), Route::ContainerAttach { group: gr(), container: "c1".into() });
         let r = parse(&Method::GET, &format!("{P}/containers/c1/logs"), Some("api-version=2023-05-01&tail=10&timestamps=True")).unwrap();
         assert_eq!(r.route, Route::ContainerLogs { group: gr(), container: "c1".into(), tail: Some(10), timestamps: true });
+        let r = parse(&Method::GET, &format!("{P}/containers/c1/logStream"), Some("api-version=2023-05-01&tail=3")).unwrap();
+        assert_eq!(r.route, Route::ContainerLogStream { group: gr(), container: "c1".into(), tail: Some(3), timestamps: false });
         assert_eq!(r.api_version, "2023-05-01");
     }
 

@@ -146,6 +146,7 @@ pub fn build_group(args: &CreateArgs, name: &str, location: &str) -> Result<Cont
         ..Default::default()
     });
 
+    let (volumes, volume_mounts) = crate::volumes::volumes_from_args(args)?;
     let creds = registry_credentials(
         image,
         args.registry_login_server.as_deref(),
@@ -163,6 +164,7 @@ pub fn build_group(args: &CreateArgs, name: &str, location: &str) -> Result<Cont
                     command,
                     ports: ip_address.is_some().then_some(ports),
                     environment_variables: Some(env),
+                    volume_mounts: (!volume_mounts.is_empty()).then_some(volume_mounts),
                     resources: ResourceRequirements {
                         requests: ResourceRequests { memory_in_gb: args.memory, cpu: args.cpu, gpu: None },
                         limits: None,
@@ -174,6 +176,7 @@ pub fn build_group(args: &CreateArgs, name: &str, location: &str) -> Result<Cont
             restart_policy: Some(restart_policy_str(args.restart_policy).to_string()),
             ip_address,
             os_type: os_type_str(args.os_type).to_string(),
+            volumes: (!volumes.is_empty()).then_some(volumes),
             ..Default::default()
         },
         ..Default::default()

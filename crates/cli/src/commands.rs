@@ -43,6 +43,7 @@ pub async fn dispatch(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliE
         Command::Group(cmd) => group_command(&ctx, cmd, out).await,
         Command::Container(cmd) => container_command(&ctx, cmd, out).await,
         Command::Bench(BenchCommand::Create(args)) => crate::bench::run(&ctx, &args, out).await,
+        Command::Share(cmd) => crate::shares::run(&ctx, cmd, out).await,
         Command::Usage(args) => crate::metering::usage(&ctx, &args, out).await,
         Command::Events(args) => crate::metering::events(&ctx, &args, out).await,
         Command::Token(cmd) => crate::tokens::run(&ctx, cmd, out).await,
@@ -122,8 +123,19 @@ async fn container_command(ctx: &Ctx, cmd: ContainerCommand, out: &mut (dyn Writ
             write_str(out, &output::render_group_list(&items, ctx.format)?)
         }
         ContainerCommand::Logs { group, container_name, tail, timestamps, follow } => {
+            if follow {
+                match crate::exec::follow(ctx, &group, container_name.clone(), tail, timestamps, out).await {
+                    // A server without the streaming extension: poll like az does.
+                    Err(e) if matches!(e.status(), Some(404 | 501)) => {}
+                    other => return other,
+                }
+            }
             logs(ctx, &group, container_name, tail, timestamps, follow, out).await
         }
+        ContainerCommand::Exec { group, container_name, exec_command } => {
+            crate::exec::exec(ctx, &group, container_name, &exec_command, out).await
+        }
+        ContainerCommand::Attach { group, container_name } => crate::exec::attach(ctx, &group, container_name, out).await,
         ContainerCommand::Start { group, no_wait } => action(ctx, &group, "start", no_wait, "Starting").await,
         ContainerCommand::Restart { group, no_wait } => action(ctx, &group, "restart", no_wait, "Restarting").await,
         ContainerCommand::Stop { group } => {

@@ -20,6 +20,9 @@ pub enum CliError {
     /// Failure already reported on stderr; just exit 1.
     #[error("")]
     Silent,
+    /// A remote command (`exec`) ended with this non-zero exit code; the CLI exits with it.
+    #[error("the command exited with code {0}")]
+    ExitStatus(i32),
 }
 
 impl CliError {

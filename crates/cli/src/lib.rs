@@ -23,9 +23,14 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod error;
-pub mod metering;
+pub mod exec;
 pub mod output;
 pub mod progress;
+pub mod shares;
+pub mod terminal;
+pub mod volumes;
+pub mod wss;
+pub mod metering;
 pub mod tokens;
 
 pub use error::CliError;
@@ -94,6 +99,38 @@ pub enum Command {
     /// Manage API tokens (admin token only).
     #[command(subcommand)]
     Token(tokens::TokenCommand),
+    /// Manage Skiff-managed file shares (for `azureFile` volumes).
+    #[command(subcommand)]
+    Share(ShareCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShareCommand {
+    /// Create a share; prints it with its key (generated unless --key is given).
+    Create {
+        #[arg(long)]
+        account_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Show a share (without its key).
+    Show {
+        #[arg(long)]
+        account_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+    },
+    /// List shares.
+    List,
+    /// Delete a share and its data.
+    Delete {
+        #[arg(long)]
+        account_name: String,
+        #[arg(short = 'n', long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -327,6 +364,30 @@ pub struct CreateArgs {
     /// Do not wait for the operation to finish.
     #[arg(long)]
     pub no_wait: bool,
+    /// Azure File volume (a Skiff-managed share, `skiff share create`): share name.
+    #[arg(long)]
+    pub azure_file_volume_share_name: Option<String>,
+    #[arg(long)]
+    pub azure_file_volume_account_name: Option<String>,
+    #[arg(long)]
+    pub azure_file_volume_account_key: Option<String>,
+    #[arg(long)]
+    pub azure_file_volume_mount_path: Option<String>,
+    /// Git repository volume: URL to clone before the container starts.
+    #[arg(long)]
+    pub gitrepo_url: Option<String>,
+    /// Directory in the volume to clone into (default ".").
+    #[arg(long)]
+    pub gitrepo_dir: Option<String>,
+    #[arg(long)]
+    pub gitrepo_revision: Option<String>,
+    #[arg(long)]
+    pub gitrepo_mount_path: Option<String>,
+    /// Secret volume files NAME=VALUE (space separated; stored as files, never returned).
+    #[arg(long, num_args = 1.., value_name = "NAME=VALUE")]
+    pub secrets: Vec<String>,
+    #[arg(long)]
+    pub secrets_mount_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -402,6 +463,26 @@ pub enum ContainerCommand {
         #[arg(short = 'f', long)]
         file: PathBuf,
     },
+    /// Run a command in a running container: an interactive terminal when stdin is one,
+    /// otherwise stdin is piped to the command. Exits with the command's exit code.
+    Exec {
+        #[command(flatten)]
+        group: GroupRef,
+        /// Container (required if the group has more than one).
+        #[arg(long)]
+        container_name: Option<String>,
+        /// The command; unlike az, it may carry arguments (split like a shell would).
+        #[arg(long)]
+        exec_command: String,
+    },
+    /// Stream a running container's output until it ends.
+    Attach {
+        #[command(flatten)]
+        group: GroupRef,
+        /// Container (required if the group has more than one).
+        #[arg(long)]
+        container_name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -458,6 +539,7 @@ pub fn report(res: Result<(), CliError>) -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Silent) => ExitCode::FAILURE,
+        Err(CliError::ExitStatus(code)) => ExitCode::from(code.clamp(1, 255) as u8),
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -20,5 +20,5 @@ pub use error::ImageError;
 pub use manifest::ImageConfig;
 pub use reference::{normalize_reference, parse_reference, ParsedReference};
 pub use store::{
-    GcReport, IdMap, ImageStore, ImageStoreConfig, PullProgress, RegistryAuth, ResolvedImage,
+    unmount_all_at, GcReport, IdMap, IdMapper, ImageStore, ImageStoreConfig, PullProgress, RegistryAuth, ResolvedImage,
 };

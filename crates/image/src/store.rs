@@ -95,6 +95,41 @@ pub struct IdMap {
     pub size: u32,
 }
 
+/// Bind mounts shifted onto one [`IdMap`] (for volumes of a group in a user namespace: the
+/// directory keeps real ownership on disk, the group sees it through its own ids).
+pub struct IdMapper {
+    userns: std::os::fd::OwnedFd,
+}
+
+impl IdMapper {
+    pub fn new(ids: IdMap) -> io::Result<IdMapper> {
+        Ok(IdMapper { userns: sys::userns_with_mapping(ids.host_base, ids.size)? })
+    }
+
+    /// Bind `src` at `target` (created if missing) through the mapping; a no-op when
+    /// something is already mounted there.
+    pub fn bind(&self, src: &Path, target: &Path) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        fs::create_dir_all(target)?;
+        if sys::is_mounted_at(target)? {
+            return Ok(());
+        }
+        sys::idmapped_bind(src, target, self.userns.as_fd())
+    }
+}
+
+/// Detach whatever is mounted at `target` (stacked mounts included) and check that nothing is
+/// left, so removing the directory afterwards cannot reach into the mounted source.
+pub fn unmount_all_at(target: &Path) -> io::Result<()> {
+    for _ in 0..8 {
+        if !sys::is_mounted_at(target)? {
+            return Ok(());
+        }
+        sys::unmount(target)?;
+    }
+    Err(io::Error::new(io::ErrorKind::ResourceBusy, format!("{} is still mounted", target.display())))
+}
+
 /// Configuration of an [`ImageStore`].
 #[derive(Debug, Clone)]
 pub struct ImageStoreConfig {

@@ -9,6 +9,7 @@ pub mod image_ref;
 pub mod names;
 pub mod records;
 pub mod resources;
+pub mod shares;
 pub mod state;
 pub mod usage;
 pub mod validate;

@@ -124,6 +124,11 @@ pub fn validate_group(mut g: ContainerGroup, name: &str, cap: &Capacity) -> Resu
         if let Some(sc) = &cp.security_context {
             validate_security_context(sc, &at)?;
         }
+        for (field, probe) in [("livenessProbe", &cp.liveness_probe), ("readinessProbe", &cp.readiness_probe)] {
+            if let Some(probe) = probe {
+                validate_probe(probe, &format!("{at}.properties.{field}"))?;
+            }
+        }
     }
     for (i, c) in p.init_containers.iter_mut().flatten().enumerate() {
         let at = format!("properties.initContainers[{i}]");
@@ -333,6 +338,52 @@ fn validate_volumes(volumes: Option<&mut Vec<Volume>>) -> Result<HashSet<String>
     Ok(names_seen)
 }
 
+/// A probe has exactly one action, a valid port, no header that could split the request, and
+/// non-negative timings (thresholds at least 1).
+fn validate_probe(p: &Probe, at: &str) -> Result<(), ArmError> {
+    let bad = |msg: String| Err(ArmError::bad_request("InvalidProbe", msg).with_target(at.to_string()));
+    match (&p.exec, &p.http_get) {
+        (Some(e), None) => {
+            if e.command.as_ref().is_none_or(|c| c.is_empty() || c[0].is_empty()) {
+                return bad("An exec probe needs a non-empty 'command'.".to_string());
+            }
+        }
+        (None, Some(h)) => {
+            if !(1..=65535).contains(&h.port) {
+                return bad(format!("The probe port {} is invalid: use 1 to 65535.", h.port));
+            }
+            if h.path.as_deref().is_some_and(|p| !p.starts_with('/') || p.contains(['\r', '\n', ' '])) {
+                return bad("The probe path must start with '/' and contain no spaces or line breaks.".to_string());
+            }
+            if let Some(s) = h.scheme.as_deref() {
+                if !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https") {
+                    return bad(format!("The probe scheme '{s}' is invalid: use 'http' or 'https'."));
+                }
+            }
+            for hd in h.http_headers.iter().flatten() {
+                let name = hd.name.as_deref().unwrap_or("");
+                let value = hd.value.as_deref().unwrap_or("");
+                if name.is_empty() || name.contains([':', '\r', '\n', ' ']) || value.contains(['\r', '\n']) {
+                    return bad(format!("The probe header '{name}' is invalid."));
+                }
+            }
+        }
+        _ => return bad("A probe needs exactly one of 'exec' or 'httpGet'.".to_string()),
+    }
+    for (name, v, min) in [
+        ("initialDelaySeconds", p.initial_delay_seconds, 0),
+        ("periodSeconds", p.period_seconds, 1),
+        ("timeoutSeconds", p.timeout_seconds, 1),
+        ("failureThreshold", p.failure_threshold, 1),
+        ("successThreshold", p.success_threshold, 1),
+    ] {
+        if v.is_some_and(|v| v < min || v > 86_400) {
+            return bad(format!("The probe's '{name}' must be between {min} and 86400."));
+        }
+    }
+    Ok(())
+}
+
 fn validate_mounts(mounts: Option<&Vec<VolumeMount>>, volumes: &HashSet<String>, at: &str) -> Result<(), ArmError> {
     let mut paths = HashSet::new();
     for (i, m) in mounts.into_iter().flatten().enumerate() {
@@ -399,6 +450,32 @@ mod tests {
 
     fn code(r: Result<ContainerGroup, ArmError>) -> String {
         r.expect_err("should be rejected").code
+    }
+
+    #[test]
+    fn probes_are_validated() {
+        let cap = Capacity::default();
+        let with = |probe: serde_json::Value| {
+            let mut v = simple();
+            v["properties"]["containers"][0]["properties"]["livenessProbe"] = probe;
+            validate_group(group(v), "demo", &cap)
+        };
+        assert!(with(serde_json::json!({"exec": {"command": ["cat", "/ok"]}, "periodSeconds": 5})).is_ok());
+        assert!(with(serde_json::json!({"httpGet": {"path": "/h", "port": 8080, "scheme": "https", "httpHeaders": [{"name": "X-A", "value": "b"}]}})).is_ok());
+        for bad in [
+            serde_json::json!({}),
+            serde_json::json!({"exec": {"command": []}}),
+            serde_json::json!({"exec": {"command": ["x"]}, "httpGet": {"port": 80}}),
+            serde_json::json!({"httpGet": {"port": 0}}),
+            serde_json::json!({"httpGet": {"port": 80, "path": "no-slash"}}),
+            serde_json::json!({"httpGet": {"port": 80, "scheme": "ftp"}}),
+            serde_json::json!({"httpGet": {"port": 80, "httpHeaders": [{"name": "A: b\r\nC", "value": "d"}]}}),
+            serde_json::json!({"httpGet": {"port": 80, "httpHeaders": [{"name": "A", "value": "x\ny"}]}}),
+            serde_json::json!({"exec": {"command": ["x"]}, "periodSeconds": 0}),
+            serde_json::json!({"exec": {"command": ["x"]}, "failureThreshold": -1}),
+        ] {
+            assert_eq!(code(with(bad.clone())), "InvalidProbe", "{bad}");
+        }
     }
 
     #[test]

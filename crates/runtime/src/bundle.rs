@@ -112,6 +112,12 @@ pub fn render_config(plan: &GroupPlan, container: &ContainerPlan, ctx: &BundleCo
         }
     }
 
+    for m in &container.mounts {
+        let rw = if m.read_only { "ro" } else { "rw" };
+        mounts.push(json!({"destination": m.destination, "type": "bind", "source": m.source,
+                           "options": ["rbind", "rprivate", rw, "nosuid", "nodev"]}));
+    }
+
     let mut memory = json!({"limit": container.memory_limit_bytes});
     if ctx.memsw {
         memory["swap"] = json!(container.memory_limit_bytes);
@@ -263,8 +269,12 @@ mod tests {
                 cpu_period_us: 100_000,
                 memory_limit_bytes: 256 << 20,
                 hostname_file: None,
+                mounts: Vec::new(),
+                liveness_probe: None,
+                readiness_probe: None,
             }],
             userns: None,
+            init_containers: Vec::new(),
         }
     }
 
@@ -284,6 +294,18 @@ mod tests {
         let sys = c["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/sys").unwrap();
         assert_eq!(sys["type"], "bind");
         assert!(sys["options"].as_array().unwrap().contains(&json!("ro")));
+    }
+
+    #[test]
+    fn renders_volume_mounts_after_the_defaults() {
+        let mut plan = sample_plan();
+        plan.containers[0].mounts = vec![MountPlan { source: "/g/volumes/data".into(), destination: "/data".into(), read_only: true }];
+        let ctx = BundleContext { nofile_hard: 20_000, memsw: true };
+        let c = render_config(&plan, &plan.containers[0], &ctx);
+        let last = c["mounts"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["destination"], "/data");
+        assert_eq!(last["source"], "/g/volumes/data");
+        assert_eq!(last["options"], json!(["rbind", "rprivate", "ro", "nosuid", "nodev"]));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::plan::GroupPlan;
 /// caller is already on a cleanup path.
 pub fn cleanup_group(plan: &GroupPlan) {
     let rt = OciRuntime::new(&plan.runtime);
-    for c in &plan.containers {
+    for c in plan.containers.iter().chain(&plan.init_containers) {
         let id = plan.container_id(&c.name);
         let _ = rt.kill(&id, "SIGKILL");
         if let Err(e) = rt.delete_force(&id) {

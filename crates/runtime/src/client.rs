@@ -101,6 +101,56 @@ impl SupervisorClient {
     }
 }
 
+/// An accepted exec/attach session: the connection now carries
+/// [`Frame`](crate::frame::Frame)s; `leftover` holds bytes already read past the reply.
+#[derive(Debug)]
+pub struct Session {
+    pub conn: UnixStream,
+    pub leftover: Vec<u8>,
+}
+
+impl SupervisorClient {
+    async fn open_session(mut self, req: &Request) -> Result<Session, ClientError> {
+        self.request(req).await?;
+        let line = self.read_line().await?;
+        let reply: Reply = serde_json::from_str(&line)?;
+        if !reply.ok {
+            return Err(ClientError::Refused(reply.error.unwrap_or_default()));
+        }
+        let leftover = self.conn.buffer().to_vec();
+        Ok(Session {
+            conn: self.conn.into_inner(),
+            leftover,
+        })
+    }
+
+    /// Run `command` in `container` (with a terminal of `(rows, cols)` if `tty` is given).
+    pub async fn exec(
+        self,
+        container: &str,
+        command: Vec<String>,
+        tty: Option<(u16, u16)>,
+    ) -> Result<Session, ClientError> {
+        let (rows, cols) = tty.unwrap_or((0, 0));
+        self.open_session(&Request::Exec {
+            container: container.to_owned(),
+            command,
+            tty: tty.is_some(),
+            rows,
+            cols,
+        })
+        .await
+    }
+
+    /// Stream the live output of `container`.
+    pub async fn attach(self, container: &str) -> Result<Session, ClientError> {
+        self.open_session(&Request::Attach {
+            container: container.to_owned(),
+        })
+        .await
+    }
+}
+
 /// Read `DIR/status.json` (e.g. when the supervisor is gone).
 pub fn read_status_file(dir: &Path) -> std::io::Result<GroupStatus> {
     let raw = std::fs::read(dir.join(STATUS_FILE))?;

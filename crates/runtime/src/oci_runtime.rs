@@ -117,6 +117,34 @@ impl OciRuntime {
         raw.trim().parse().map_err(|_| OciError::PidFile(pid_file))
     }
 
+    /// Start `exec` of `argv` in container `id` in the foreground, without
+    /// waiting: the caller reaps the returned pid (the supervisor's `waitpid(-1)`),
+    /// whose exit code is the exec'd process's. With `console_socket`, the process
+    /// gets a new terminal whose master crun sends to that socket.
+    pub fn spawn_exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        console_socket: Option<&Path>,
+        stdin: Stdio,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<u32, OciError> {
+        let mut c = self.cmd();
+        c.arg("exec");
+        if let Some(sock) = console_socket {
+            c.arg("--tty").arg("--console-socket").arg(sock);
+        }
+        c.arg(id).args(argv);
+        c.stdin(stdin).stdout(stdout).stderr(stderr);
+        let child = c.spawn().map_err(|source| OciError::Exec {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        // Dropping a std Child neither waits nor kills: the supervisor reaps it.
+        Ok(child.id())
+    }
+
     /// `kill <id> <signal>`.
     pub fn kill(&self, id: &str, signal: &str) -> Result<(), OciError> {
         let mut c = self.cmd();

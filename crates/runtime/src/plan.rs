@@ -32,6 +32,9 @@ pub struct GroupPlan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolv_conf_file: Option<PathBuf>,
     pub containers: Vec<ContainerPlan>,
+    /// Run to completion one after the other, before `containers` start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<ContainerPlan>,
     /// The group's user-namespace id range; `None` runs containers without a user namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userns: Option<IdRange>,
@@ -97,6 +100,25 @@ pub struct ContainerPlan {
     /// Host file bind-mounted read-only at `/etc/hostname`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname_file: Option<PathBuf>,
+    /// Volumes, prepared on the host by the daemon, bind-mounted in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountPlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<crate::probe::ProbePlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<crate::probe::ProbePlan>,
+}
+
+/// One volume mount of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MountPlan {
+    /// Prepared host directory (emptyDir, secret tmpfs, gitRepo clone, file share).
+    pub source: PathBuf,
+    /// Absolute path in the container (validated by the API).
+    pub destination: String,
+    /// Mounted read-only (enforced by the kernel, not by convention).
+    pub read_only: bool,
 }
 
 /// ACI restart policy of a group.

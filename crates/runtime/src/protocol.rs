@@ -18,6 +18,21 @@ pub enum Request {
     Watch,
     /// SIGTERM every container, SIGKILL after `grace_ms`, tear the group down, exit.
     Stop { grace_ms: u64 },
+    /// Run `command` in container `container` (`crun exec`), with a terminal of
+    /// `rows`x`cols` when `tty`. Reply `{"ok":true}`, then the connection carries
+    /// [`Frame`](crate::frame::Frame)s both ways until an `Exit` frame.
+    Exec {
+        container: String,
+        command: Vec<String>,
+        #[serde(default)]
+        tty: bool,
+        #[serde(default)]
+        rows: u16,
+        #[serde(default)]
+        cols: u16,
+    },
+    /// Stream the live output of `container` as `Data` frames, then `Exit` when it ends.
+    Attach { container: String },
 }
 
 /// Reply to requests that do not return a status.
@@ -58,6 +73,14 @@ mod tests {
             Request::Stop { grace_ms: 500 }
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"exec"}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"exec","container":"c","command":["ls","-l"]}"#).unwrap(),
+            Request::Exec { container: "c".into(), command: vec!["ls".into(), "-l".into()], tty: false, rows: 0, cols: 0 }
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"attach","container":"c"}"#).unwrap(),
+            Request::Attach { container: "c".into() }
+        );
         assert_eq!(
             serde_json::to_string(&Reply::ok()).unwrap(),
             r#"{"ok":true}"#

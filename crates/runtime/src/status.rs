@@ -75,6 +75,9 @@ pub struct ContainerStatus {
     pub pid: Option<u32>,
     #[serde(default)]
     pub events: Vec<Event>,
+    /// The readiness probe's verdict for the current run (`None`: no probe or no verdict yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
 }
 
 /// Keep at most this many distinct events per container (oldest dropped).
@@ -89,6 +92,7 @@ impl ContainerStatus {
             previous_state: None,
             pid: None,
             events: Vec::new(),
+            ready: None,
         }
     }
 
@@ -170,6 +174,12 @@ pub struct GroupStatus {
     pub version: u64,
     pub updated_at: Timestamp,
     pub containers: Vec<ContainerStatus>,
+    /// Init containers, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<ContainerStatus>,
+    /// An init container failed and the restart policy gives up: the app containers never start.
+    #[serde(default)]
+    pub init_failed: bool,
 }
 
 impl GroupStatus {

@@ -22,11 +22,12 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::bundle::{self, BundleContext};
 use crate::cgroup::{self, Hierarchy};
 use crate::logs::{LineSplitter, LogWriter, Stream};
+use crate::exec::AttachEvent;
 use crate::oci_runtime::OciRuntime;
 use crate::plan::{ContainerPlan, GroupPlan, CTL_SOCKET, STATUS_FILE, SUPERVISOR_LOG};
 use crate::protocol::{Reply, Request};
@@ -200,7 +201,29 @@ enum Msg {
         index: usize,
         generation: u64,
     },
+    /// One probe result of app container `index` in its run `generation`.
+    ProbeResult {
+        index: usize,
+        generation: u64,
+        kind: crate::probe::ProbeKind,
+        result: Result<(), String>,
+    },
+    /// Back-off of the failed init container `index` is over.
+    InitRestartDue {
+        index: usize,
+        generation: u64,
+    },
+    /// Start an exec; the reply carries its I/O and a receiver of its exit code.
+    Exec {
+        container: String,
+        command: Vec<String>,
+        tty: Option<(u16, u16)>,
+        reply: oneshot::Sender<Result<(crate::exec::Started, oneshot::Receiver<i32>), String>>,
+    },
 }
+
+/// Output subscribers of each container, by name (for `attach`).
+type Attachers = Arc<std::collections::HashMap<String, broadcast::Sender<AttachEvent>>>;
 
 struct Ctr {
     plan: ContainerPlan,
@@ -213,6 +236,11 @@ struct Ctr {
     generation: u64,
     restart_pending: bool,
     log: Arc<Mutex<LogWriter>>,
+    events: broadcast::Sender<AttachEvent>,
+    /// Probe tasks of the current run (aborted when it ends) and their bookkeeping.
+    probes: Vec<tokio::task::AbortHandle>,
+    liveness: crate::probe::ProbeState,
+    readiness: crate::probe::ProbeState,
 }
 
 struct Supervisor {
@@ -228,6 +256,11 @@ struct Supervisor {
     sigchld: tokio::signal::unix::Signal,
     sigterm: tokio::signal::unix::Signal,
     stopping: bool,
+    /// Exit-code receivers of running `crun exec`s, by pid (the reaper owns `waitpid`).
+    exec_waiters: std::collections::HashMap<u32, oneshot::Sender<i32>>,
+    /// Init containers, and the index of the one to run next (`inits.len()`: all done).
+    inits: Vec<Ctr>,
+    init_next: usize,
 }
 
 impl Supervisor {
@@ -236,6 +269,27 @@ impl Supervisor {
         let sigchld = signal(SignalKind::child())?;
         let sigterm = signal(SignalKind::terminate())?;
         let ctx = BundleContext::detect();
+        let mut inits = Vec::new();
+        for c in &p.plan.init_containers {
+            let bundle = bundle::write_bundle(&p.dir, &p.plan, c, &ctx)?;
+            let log =
+                LogWriter::open(crate::logs::log_path(&p.dir, &c.name), p.plan.log_max_bytes)?;
+            inits.push(Ctr {
+                plan: c.clone(),
+                id: p.plan.container_id(&c.name),
+                bundle,
+                pid: None,
+                started: None,
+                backoff: Backoff::default(),
+                generation: 0,
+                restart_pending: false,
+                log: Arc::new(Mutex::new(log)),
+                events: broadcast::channel(16).0,
+                probes: Vec::new(),
+                liveness: Default::default(),
+                readiness: Default::default(),
+            });
+        }
         let mut ctrs = Vec::new();
         for c in &p.plan.containers {
             let bundle = bundle::write_bundle(&p.dir, &p.plan, c, &ctx)?;
@@ -251,6 +305,10 @@ impl Supervisor {
                 generation: 0,
                 restart_pending: false,
                 log: Arc::new(Mutex::new(log)),
+                events: broadcast::channel(256).0,
+                probes: Vec::new(),
+                liveness: Default::default(),
+                readiness: Default::default(),
             });
         }
         let status = GroupStatus {
@@ -266,11 +324,23 @@ impl Supervisor {
                 .iter()
                 .map(|c| ContainerStatus::new(&c.name))
                 .collect(),
+            init_containers: p
+                .plan
+                .init_containers
+                .iter()
+                .map(|c| ContainerStatus::new(&c.name))
+                .collect(),
+            init_failed: false,
         };
         let (status_tx, _) = watch::channel(Arc::<str>::from(""));
         let (tx, rx) = mpsc::unbounded_channel();
         let listener = UnixListener::from_std(p.listener)?;
-        tokio::spawn(accept_loop(listener, status_tx.subscribe(), tx.clone()));
+        let attachers: Attachers = Arc::new(
+            ctrs.iter()
+                .map(|c| (c.plan.name.clone(), c.events.clone()))
+                .collect(),
+        );
+        tokio::spawn(accept_loop(listener, status_tx.subscribe(), tx.clone(), attachers));
         let mut sup = Supervisor {
             dir: p.dir,
             rt: OciRuntime::new(&p.plan.runtime),
@@ -284,6 +354,9 @@ impl Supervisor {
             sigchld,
             sigterm,
             stopping: false,
+            exec_waiters: Default::default(),
+            inits,
+            init_next: 0,
         };
         sup.publish();
         Ok(sup)
@@ -305,7 +378,9 @@ impl Supervisor {
                     .containers
                     .iter()
                     .all(|c| c.current_state.state == State::Terminated);
-            self.status.state = if !done {
+            self.status.state = if self.status.init_failed {
+                GroupState::Failed
+            } else if !done {
                 GroupState::Running
             } else if self
                 .status
@@ -334,9 +409,7 @@ impl Supervisor {
     }
 
     async fn main_loop(&mut self) -> i32 {
-        for i in 0..self.ctrs.len() {
-            self.start(i);
-        }
+        self.advance_inits();
         self.publish();
         loop {
             tokio::select! {
@@ -365,9 +438,113 @@ impl Supervisor {
                         }
                         return 0;
                     }
+                    Msg::ProbeResult { index, generation, kind, result } => {
+                        if self.probe_result(index, generation, kind, result) {
+                            self.publish();
+                        }
+                    }
+                    Msg::InitRestartDue { index, generation } => {
+                        let c = &self.inits[index];
+                        if !self.stopping && c.restart_pending && c.generation == generation {
+                            self.inits[index].restart_pending = false;
+                            self.status.init_containers[index].restart_count += 1;
+                            self.advance_inits();
+                            self.publish();
+                        }
+                    }
+                    Msg::Exec { container, command, tty, reply } => {
+                        let _ = reply.send(self.exec(&container, &command, tty));
+                    }
                 },
             }
         }
+    }
+
+    /// Start `crun exec` in a running container and register for its exit code.
+    fn exec(
+        &mut self,
+        container: &str,
+        command: &[String],
+        tty: Option<(u16, u16)>,
+    ) -> Result<(crate::exec::Started, oneshot::Receiver<i32>), String> {
+        let c = self
+            .ctrs
+            .iter()
+            .find(|c| c.plan.name == container)
+            .ok_or_else(|| format!("no container named '{container}'"))?;
+        if c.pid.is_none() || self.stopping {
+            return Err(format!("container '{container}' is not running"));
+        }
+        if command.is_empty() {
+            return Err("the command is empty".into());
+        }
+        let started = crate::exec::spawn(&self.rt, &c.id, &self.dir, command, tty)
+            .map_err(|e| error_chain(&e))?;
+        let (tx, rx) = oneshot::channel();
+        self.exec_waiters.insert(started.pid, tx);
+        Ok((started, rx))
+    }
+
+    /// Start the next init container, or the app containers once every init container has
+    /// succeeded; does not publish.
+    fn advance_inits(&mut self) {
+        if self.stopping {
+            return;
+        }
+        if self.init_next < self.inits.len() {
+            let i = self.init_next;
+            let now = Timestamp::now();
+            let c = &mut self.inits[i];
+            let st = &mut self.status.init_containers[i];
+            if let Err(msg) = launch(&self.rt, c, st, now) {
+                st.add_event("Failed", &msg, EventType::Warning, now);
+                c.started = Some(Instant::now());
+                self.init_exited(i, START_FAILURE_EXIT_CODE, now);
+            }
+            return;
+        }
+        for i in 0..self.ctrs.len() {
+            self.start(i);
+        }
+    }
+
+    /// Record the exit of init container `i`: next one, a restart after back-off (the group's
+    /// policy, as for app containers), or the group fails without starting its app containers.
+    fn init_exited(&mut self, i: usize, code: i32, now: Timestamp) {
+        let c = &mut self.inits[i];
+        let st = &mut self.status.init_containers[i];
+        c.generation += 1;
+        record_exit(&c.plan.name, st, code, now);
+        if self.stopping {
+            return;
+        }
+        if code == 0 {
+            self.init_next = i + 1;
+            self.advance_inits();
+            return;
+        }
+        if !restart::should_restart(self.plan.restart_policy, code) {
+            self.status.init_failed = true;
+            for app in &mut self.status.containers {
+                app.current_state = ContainerState::waiting("Init container failed");
+            }
+            return;
+        }
+        let ran_for = c.started.map(|s| s.elapsed()).unwrap_or_default();
+        let delay = c.backoff.next_delay(
+            ran_for,
+            Duration::from_millis(self.plan.backoff_initial_ms),
+            Duration::from_millis(self.plan.backoff_max_ms),
+        );
+        c.restart_pending = true;
+        st.add_event("BackOff", "Back-off restarting failed init container", EventType::Warning, now);
+        st.transition(ContainerState::waiting("CrashLoopBackOff: Back-off restarting failed init container"));
+        let tx = self.tx.clone();
+        let (index, generation) = (i, c.generation);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::InitRestartDue { index, generation });
+        });
     }
 
     /// Start container `i` (`crun run -d`); does not publish.
@@ -375,62 +552,88 @@ impl Supervisor {
         let now = Timestamp::now();
         let c = &mut self.ctrs[i];
         let st = &mut self.status.containers[i];
-        let pipes = (|| -> std::io::Result<_> {
-            let out = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-            let err = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-            Ok((out, err))
-        })();
-        let ((out_r, out_w), (err_r, err_w)) = match pipes {
-            Ok(p) => p,
-            Err(e) => {
-                st.add_event(
-                    "Failed",
-                    &format!("Error: cannot create pipes: {e}"),
-                    EventType::Warning,
-                    now,
-                );
-                return;
-            }
-        };
-        spawn_copier(out_r, Stream::Stdout, c.log.clone());
-        spawn_copier(err_r, Stream::Stderr, c.log.clone());
-        let _ = self.rt.delete_force(&c.id); // a leftover from an earlier supervisor
-        match self.rt.run_detached(&c.id, &c.bundle, out_w, err_w) {
-            Ok(pid) => {
-                c.pid = Some(pid);
-                c.started = Some(Instant::now());
-                st.pid = Some(pid);
-                st.add_event(
-                    "Created",
-                    &format!("Created container {}", c.plan.name),
-                    EventType::Normal,
-                    now,
-                );
-                st.add_event(
-                    "Started",
-                    &format!("Started container {}", c.plan.name),
-                    EventType::Normal,
-                    now,
-                );
-                st.transition(ContainerState {
-                    state: State::Running,
-                    start_time: Some(now),
-                    finish_time: None,
-                    exit_code: None,
-                    detail_status: String::new(),
-                });
-            }
-            Err(e) => {
-                let msg = format!(
-                    "Error: failed to start container {}: {}",
-                    c.plan.name,
-                    error_chain(&e)
-                );
-                st.add_event("Failed", &msg, EventType::Warning, now);
-                c.started = Some(Instant::now());
-                self.exited(i, START_FAILURE_EXIT_CODE, now);
-            }
+        if let Err(msg) = launch(&self.rt, c, st, now) {
+            st.add_event("Failed", &msg, EventType::Warning, now);
+            c.started = Some(Instant::now());
+            self.exited(i, START_FAILURE_EXIT_CODE, now);
+            return;
         }
+        self.start_probes(i);
+    }
+
+    /// Spawn the probe loops of app container `i` for its current run.
+    fn start_probes(&mut self, i: usize) {
+        let c = &mut self.ctrs[i];
+        let kinds = [
+            (crate::probe::ProbeKind::Liveness, c.plan.liveness_probe.clone()),
+            (crate::probe::ProbeKind::Readiness, c.plan.readiness_probe.clone()),
+        ];
+        for (kind, plan) in kinds {
+            let Some(plan) = plan else { continue };
+            let ctx = ProbeCtx {
+                tx: self.tx.clone(),
+                index: i,
+                generation: c.generation,
+                kind,
+                container: c.plan.name.clone(),
+                netns: self.plan.netns_path.clone(),
+            };
+            c.probes.push(tokio::spawn(probe_loop(ctx, plan)).abort_handle());
+        }
+    }
+
+    /// Apply one probe result; returns whether the status changed.
+    fn probe_result(
+        &mut self,
+        i: usize,
+        generation: u64,
+        kind: crate::probe::ProbeKind,
+        result: Result<(), String>,
+    ) -> bool {
+        let now = Timestamp::now();
+        let c = &mut self.ctrs[i];
+        if self.stopping || c.generation != generation || c.pid.is_none() {
+            return false; // a result of an earlier run
+        }
+        let st = &mut self.status.containers[i];
+        let (plan, state) = match kind {
+            crate::probe::ProbeKind::Liveness => (c.plan.liveness_probe.as_ref(), &mut c.liveness),
+            crate::probe::ProbeKind::Readiness => (c.plan.readiness_probe.as_ref(), &mut c.readiness),
+        };
+        let Some(plan) = plan else { return false };
+        let verdict = state.record(result.is_ok(), plan);
+        let mut changed = false;
+        if let Err(msg) = &result {
+            st.add_event(
+                "Unhealthy",
+                &format!("{} probe failed: {msg}", kind.as_str()),
+                EventType::Warning,
+                now,
+            );
+            changed = true;
+        }
+        match (kind, verdict) {
+            (crate::probe::ProbeKind::Readiness, Some(ready)) => {
+                st.ready = Some(ready);
+                if st.current_state.state == State::Running {
+                    st.current_state.detail_status = if ready { "Ready".into() } else { "NotReady".into() };
+                }
+                changed = true;
+            }
+            (crate::probe::ProbeKind::Liveness, Some(false)) => {
+                st.add_event(
+                    "Killing",
+                    &format!("Container {} failed liveness probe, will be restarted", c.plan.name),
+                    EventType::Normal,
+                    now,
+                );
+                // The exit is reaped as usual: the restart policy decides and counts the restart.
+                let _ = self.rt.kill(&c.id, "SIGKILL");
+                changed = true;
+            }
+            _ => {}
+        }
+        changed
     }
 
     /// Reap every exited child; container inits update the status.
@@ -454,6 +657,17 @@ impl Supervisor {
     }
 
     fn on_pid_exit(&mut self, pid: u32, code: i32) -> bool {
+        if let Some(tx) = self.exec_waiters.remove(&pid) {
+            let _ = tx.send(code);
+            return false;
+        }
+        if let Some(i) = self.inits.iter().position(|c| c.pid == Some(pid)) {
+            self.inits[i].pid = None;
+            self.status.init_containers[i].pid = None;
+            let _ = self.rt.delete_force(&self.inits[i].id);
+            self.init_exited(i, code, Timestamp::now());
+            return true;
+        }
         let Some(i) = self.ctrs.iter().position(|c| c.pid == Some(pid)) else {
             return false;
         };
@@ -482,32 +696,14 @@ impl Supervisor {
         let c = &mut self.ctrs[i];
         let st = &mut self.status.containers[i];
         c.generation += 1;
-        let start_time = match st.current_state.state {
-            State::Running => st.current_state.start_time,
-            _ => Some(now),
-        };
-        st.transition(ContainerState {
-            state: State::Terminated,
-            start_time,
-            finish_time: Some(now),
-            exit_code: Some(code),
-            detail_status: if code == 0 {
-                "Completed".into()
-            } else {
-                "Error".into()
-            },
-        });
-        let etype = if code == 0 {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        st.add_event(
-            "Exited",
-            &format!("Container {} exited with code {code}", c.plan.name),
-            etype,
-            now,
-        );
+        let _ = c.events.send(AttachEvent::Exited(code));
+        for p in c.probes.drain(..) {
+            p.abort();
+        }
+        c.liveness = Default::default();
+        c.readiness = Default::default();
+        st.ready = None;
+        record_exit(&c.plan.name, st, code, now);
         if self.stopping || !restart::should_restart(self.plan.restart_policy, code) {
             return;
         }
@@ -536,7 +732,7 @@ impl Supervisor {
     }
 
     fn running(&self) -> bool {
-        self.ctrs.iter().any(|c| c.pid.is_some())
+        self.ctrs.iter().chain(&self.inits).any(|c| c.pid.is_some())
     }
 
     /// Wait (reaping) until no container runs or `deadline` passes.
@@ -578,11 +774,16 @@ impl Supervisor {
                 };
             }
         }
+        for c in &self.inits {
+            if c.pid.is_some() {
+                let _ = self.rt.kill(&c.id, "SIGTERM");
+            }
+        }
         self.publish();
         self.wait_all_exited(tokio::time::Instant::now() + grace)
             .await;
         if self.running() {
-            for c in &self.ctrs {
+            for c in self.ctrs.iter().chain(&self.inits) {
                 if let Some(pid) = c.pid {
                     if self.rt.kill(&c.id, "SIGKILL").is_err() {
                         let _ = nix::sys::signal::kill(
@@ -595,7 +796,7 @@ impl Supervisor {
             self.wait_all_exited(tokio::time::Instant::now() + Duration::from_secs(5))
                 .await;
         }
-        for c in &self.ctrs {
+        for c in self.ctrs.iter().chain(&self.inits) {
             if let Err(e) = self.rt.delete_force(&c.id) {
                 eprintln!("supervisor: {}", error_chain(&e));
             }
@@ -612,8 +813,163 @@ impl Supervisor {
     }
 }
 
+/// What a probe loop needs to report.
+struct ProbeCtx {
+    tx: mpsc::UnboundedSender<Msg>,
+    index: usize,
+    generation: u64,
+    kind: crate::probe::ProbeKind,
+    container: String,
+    netns: PathBuf,
+}
+
+/// Run one probe every period (after the initial delay) until aborted.
+async fn probe_loop(ctx: ProbeCtx, plan: crate::probe::ProbePlan) {
+    tokio::time::sleep(Duration::from_millis(plan.initial_delay_ms)).await;
+    let timeout = Duration::from_millis(plan.timeout_ms.max(1));
+    loop {
+        let result = match &plan.action {
+            crate::probe::ProbeAction::Exec { command } => {
+                exec_probe(&ctx.tx, &ctx.container, command.clone(), timeout).await
+            }
+            crate::probe::ProbeAction::HttpGet { path, port, scheme, headers } => {
+                crate::probe::http_check_async(
+                    ctx.netns.clone(),
+                    path.clone(),
+                    *port,
+                    scheme.clone(),
+                    headers.clone(),
+                    timeout,
+                )
+                .await
+            }
+        };
+        let msg = Msg::ProbeResult {
+            index: ctx.index,
+            generation: ctx.generation,
+            kind: ctx.kind,
+            result,
+        };
+        if ctx.tx.send(msg).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(plan.period_ms.max(100))).await;
+    }
+}
+
+/// An exec probe: the command through `crun exec` (as a user exec), output discarded.
+async fn exec_probe(
+    tx: &mpsc::UnboundedSender<Msg>,
+    container: &str,
+    command: Vec<String>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let (reply, rx) = oneshot::channel();
+    let msg = Msg::Exec { container: container.to_owned(), command, tty: None, reply };
+    tx.send(msg).map_err(|_| "the supervisor is stopping".to_string())?;
+    let (started, exit) = rx.await.map_err(|_| "the supervisor is stopping".to_string())??;
+    if let crate::exec::ExecIo::Pipes { stdin, stdout, stderr } = started.io {
+        drop(stdin);
+        // Drain the output so a chatty command does not die of SIGPIPE.
+        for fd in [stdout, stderr] {
+            if let Ok(mut rx) = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd) {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while matches!(rx.read(&mut buf).await, Ok(n) if n > 0) {}
+                });
+            }
+        }
+    }
+    match tokio::time::timeout(timeout, exit).await {
+        Ok(Ok(0)) => Ok(()),
+        Ok(Ok(code)) => Err(format!("command exited with code {code}")),
+        Ok(Err(_)) => Err("the probe process was lost".to_string()),
+        Err(_) => Err(format!("command timed out after {} s", timeout.as_secs_f64())),
+    }
+}
+
+/// Start one container (`crun run -d`) with its output copied into its log; records the
+/// Created/Started events and the Running state. `Err`: the message of a failed start.
+fn launch(rt: &OciRuntime, c: &mut Ctr, st: &mut ContainerStatus, now: Timestamp) -> Result<(), String> {
+    let pipes = (|| -> std::io::Result<_> {
+        let out = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let err = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        Ok((out, err))
+    })();
+    let ((out_r, out_w), (err_r, err_w)) =
+        pipes.map_err(|e| format!("Error: cannot create pipes: {e}"))?;
+    spawn_copier(out_r, Stream::Stdout, c.log.clone(), c.events.clone());
+    spawn_copier(err_r, Stream::Stderr, c.log.clone(), c.events.clone());
+    let _ = rt.delete_force(&c.id); // a leftover from an earlier supervisor
+    let pid = rt.run_detached(&c.id, &c.bundle, out_w, err_w).map_err(|e| {
+        format!(
+            "Error: failed to start container {}: {}",
+            c.plan.name,
+            error_chain(&e)
+        )
+    })?;
+    c.pid = Some(pid);
+    c.started = Some(Instant::now());
+    st.pid = Some(pid);
+    st.add_event(
+        "Created",
+        &format!("Created container {}", c.plan.name),
+        EventType::Normal,
+        now,
+    );
+    st.add_event(
+        "Started",
+        &format!("Started container {}", c.plan.name),
+        EventType::Normal,
+        now,
+    );
+    st.transition(ContainerState {
+        state: State::Running,
+        start_time: Some(now),
+        finish_time: None,
+        exit_code: None,
+        detail_status: String::new(),
+    });
+    Ok(())
+}
+
+/// Move a container's status to Terminated with `code` and record the Exited event.
+fn record_exit(name: &str, st: &mut ContainerStatus, code: i32, now: Timestamp) {
+    let start_time = match st.current_state.state {
+        State::Running => st.current_state.start_time,
+        _ => Some(now),
+    };
+    st.transition(ContainerState {
+        state: State::Terminated,
+        start_time,
+        finish_time: Some(now),
+        exit_code: Some(code),
+        detail_status: if code == 0 {
+            "Completed".into()
+        } else {
+            "Error".into()
+        },
+    });
+    let etype = if code == 0 {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    st.add_event(
+        "Exited",
+        &format!("Container {name} exited with code {code}"),
+        etype,
+        now,
+    );
+}
+
 /// Copy one output pipe of a container into its CRI log until EOF.
-fn spawn_copier(fd: OwnedFd, stream: Stream, log: Arc<Mutex<LogWriter>>) {
+fn spawn_copier(
+    fd: OwnedFd,
+    stream: Stream,
+    log: Arc<Mutex<LogWriter>>,
+    events: broadcast::Sender<AttachEvent>,
+) {
     tokio::spawn(async move {
         let raw = fd.as_raw_fd();
         let mut rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
@@ -635,10 +991,15 @@ fn spawn_copier(fd: OwnedFd, stream: Stream, log: Arc<Mutex<LogWriter>>) {
         loop {
             match rx.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => split.feed(&buf[..n], &mut emit),
+                Ok(n) => {
+                    split.feed(&buf[..n], &mut emit);
+                    // No subscriber is the normal case, not an error.
+                    let _ = events.send(AttachEvent::Data(buf[..n].to_vec()));
+                }
             }
         }
         split.finish(&mut emit);
+        let _ = events.send(AttachEvent::Closed);
     });
 }
 
@@ -646,11 +1007,12 @@ async fn accept_loop(
     listener: UnixListener,
     status: watch::Receiver<Arc<str>>,
     tx: mpsc::UnboundedSender<Msg>,
+    attachers: Attachers,
 ) {
     loop {
         match listener.accept().await {
             Ok((conn, _)) => {
-                tokio::spawn(serve(conn, status.clone(), tx.clone()));
+                tokio::spawn(serve(conn, status.clone(), tx.clone(), attachers.clone()));
             }
             Err(e) => {
                 eprintln!("supervisor: accept: {e}");
@@ -670,6 +1032,7 @@ async fn serve(
     conn: UnixStream,
     mut status: watch::Receiver<Arc<str>>,
     tx: mpsc::UnboundedSender<Msg>,
+    attachers: Attachers,
 ) {
     let (r, mut w) = conn.into_split();
     let mut lines = BufReader::new(r).lines();
@@ -723,6 +1086,53 @@ async fn serve(
                     let _ = send_line(&mut w, &line).await;
                     let _ = ack.send(());
                 }
+                return;
+            }
+            Request::Exec { container, command, tty, rows, cols } => {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                let tty = tty.then_some((rows.max(1), cols.max(1)));
+                let msg = Msg::Exec { container, command, tty, reply: reply_tx };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+                let Ok(res) = reply_rx.await else { return };
+                match res {
+                    Ok((started, exit)) => {
+                        let line = serde_json::to_string(&Reply::ok()).unwrap_or_default();
+                        if send_line(&mut w, &line).await.is_err() {
+                            return;
+                        }
+                        let leftover = lines.get_ref().buffer().to_vec();
+                        let r = lines.into_inner().into_inner();
+                        let Ok(conn) = r.reunite(w) else { return };
+                        crate::exec::relay(conn, leftover, started, exit).await;
+                    }
+                    Err(e) => {
+                        let line = serde_json::to_string(&Reply::error(e)).unwrap_or_default();
+                        let _ = send_line(&mut w, &line).await;
+                    }
+                }
+                return;
+            }
+            Request::Attach { container } => {
+                let running = serde_json::from_str::<GroupStatus>(&status.borrow())
+                    .ok()
+                    .and_then(|st| st.container(&container).map(|c| c.current_state.state == State::Running))
+                    .unwrap_or(false);
+                let Some(events) = attachers.get(&container).filter(|_| running) else {
+                    let msg = format!("container '{container}' is not running");
+                    let line = serde_json::to_string(&Reply::error(msg)).unwrap_or_default();
+                    let _ = send_line(&mut w, &line).await;
+                    return;
+                };
+                let rx = events.subscribe();
+                let line = serde_json::to_string(&Reply::ok()).unwrap_or_default();
+                if send_line(&mut w, &line).await.is_err() {
+                    return;
+                }
+                let r = lines.into_inner().into_inner();
+                let Ok(conn) = r.reunite(w) else { return };
+                crate::exec::relay_attach(conn, rx).await;
                 return;
             }
         }

@@ -10,7 +10,9 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Plans, bundles and status hold container environments: root only.
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         f.write_all(data)?;
     }
     std::fs::rename(&tmp, path)

@@ -3,6 +3,7 @@
 
 mod admin_token;
 mod server;
+mod streams;
 mod tls;
 
 use std::process::ExitCode;

@@ -31,6 +31,23 @@ impl Node for AgentNode {
     async fn cached_images(&self) -> Vec<String> {
         self.0.cached_images()
     }
+
+    async fn open_session(&self, group: &GroupRecord, container: &str, kind: skiff_api::streams::SessionKind) -> Result<skiff_api::streams::SessionIo, ArmError> {
+        crate::streams::open(&self.0, group, container, kind).await
+    }
+
+    async fn follow_logs(&self, group: &GroupRecord, container: &str, tail: Option<usize>, timestamps: bool) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>, ArmError> {
+        Ok(self.0.follow_logs(group, container, tail, timestamps))
+    }
+
+    async fn remove_share_data(&self, account: &str, share: &str) -> Result<(), ArmError> {
+        let dir = skiff_agent::volumes::share_dir(self.0.data_dir(), account, share);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ArmError::internal(format!("removing the share data failed: {e}"))),
+        }
+    }
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
@@ -42,6 +59,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("skiff.db")).context("opening the store")?);
 
+    let secrets = Arc::new(skiff_secrets::SecretKey::load_or_create(&data_dir.join("secret.key")).context("loading the secret key")?);
+
     let exe = std::env::current_exe().context("finding the skiff executable")?;
     let mut cfg = AgentConfig::with_defaults(data_dir.clone(), exe);
     cfg.runtime.binary = which(&args.runtime).with_context(|| format!("finding the OCI runtime '{}'", args.runtime))?;
@@ -51,6 +70,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     cfg.netns_dir = args.run_dir.clone().join("netns");
     cfg.runtime.root = args.run_dir.clone().join("crun");
     cfg.backoff_initial_ms = args.restart_backoff_ms;
+    cfg.secrets = Some(Arc::clone(&secrets));
     cfg.pids_max = Some(args.group_pids_max);
     if !args.userns {
         cfg.userns = None;
@@ -77,6 +97,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         quota_memory_gb: args.quota_memory_gb,
         auth: Some(auth),
         tls: !args.insecure_http,
+        secrets: Some(secrets),
         ..ApiConfig::default()
     };
     let app = skiff_api::router(Arc::clone(&store), Arc::new(AgentNode(agent)), api_cfg)

@@ -56,6 +56,9 @@ pub fn container(name: &str, rootfs: &Path, script: &str) -> ContainerPlan {
         cpu_period_us: 100_000,
         memory_limit_bytes: 64 << 20,
         hostname_file: None,
+        mounts: Vec::new(),
+        liveness_probe: None,
+        readiness_probe: None,
     }
 }
 
@@ -94,6 +97,7 @@ impl Fixture {
             resolv_conf_file: None,
             containers: vec![],
             userns: None,
+            init_containers: vec![],
         };
         Fixture {
             tmp,

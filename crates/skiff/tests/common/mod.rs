@@ -441,4 +441,5 @@ pub fn simple_group(image: &str, command: &[&str]) -> Value {
 pub fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
+pub mod pod;
 pub mod meter;

@@ -1,0 +1,204 @@
+//! Preparing a group's volumes on the host before its containers start. Every volume ends up
+//! as a host directory that the containers bind-mount ([`MountPlan`]):
+//! - `emptyDir`: `DIR/volumes/<name>`, shared by the containers that mount it, removed with
+//!   the group directory;
+//! - `secret`: a tmpfs at `DIR/volumes/<name>` with one file (mode 0400) per key, so the values
+//!   never reach the disk; unmounted with the group;
+//! - `gitRepo`: cloned into `DIR/volumes/<name>` (into `directory`, `.` = the volume itself);
+//! - `azureFile`: a Skiff-managed share `DATA/shares/<account>/<share>`, opened with its key;
+//!   it outlives groups and may be mounted by several at once.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use skiff_model::arm::VolumeMount;
+use skiff_model::records::GroupRecord;
+use skiff_model::shares::{share_key, ShareRecord};
+use skiff_runtime::MountPlan;
+
+use crate::Shared;
+
+/// A volume that cannot be prepared: an ARM error code and a message for the group's events.
+#[derive(Debug)]
+pub(crate) struct VolumeError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+fn err(code: &'static str, message: String) -> VolumeError {
+    VolumeError { code, message }
+}
+
+/// A prepared volume: its host directory and whether the volume itself is read-only.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    pub source: PathBuf,
+    pub read_only: bool,
+}
+
+pub(crate) fn volumes_dir(group_dir: &Path) -> PathBuf {
+    group_dir.join("volumes")
+}
+
+/// Directory of a Skiff-managed share.
+pub fn share_dir(data_dir: &Path, account: &str, share: &str) -> PathBuf {
+    data_dir.join("shares").join(account.to_ascii_lowercase()).join(share.to_ascii_lowercase())
+}
+
+/// Prepare every volume of `rec` (after [`unmount_all`] of an earlier generation).
+pub(crate) async fn prepare(sh: &Shared, rec: &GroupRecord, group_dir: &Path) -> Result<HashMap<String, Prepared>, VolumeError> {
+    let root = volumes_dir(group_dir);
+    let io = |what: &str, e: std::io::Error| err("VolumePreparationFailed", format!("{what}: {e}"));
+    let mut out = HashMap::new();
+    for v in rec.spec.properties.volumes.iter().flatten() {
+        let dir = root.join(&v.name);
+        let prepared = if let Some(share) = &v.azure_file {
+            let key = share.storage_account_key.as_deref().unwrap_or("");
+            let found = sh.store.get(&share_key(&share.storage_account_name, &share.share_name)).await.map_err(|e| err("VolumePreparationFailed", format!("reading share '{}': {e}", share.share_name)))?;
+            let mut record: Option<ShareRecord> = found.and_then(|kv| serde_json::from_slice(&kv.value).ok());
+            if let (Some(r), Some(k)) = (record.as_mut(), &sh.cfg.secrets) {
+                r.storage_account_key = k.open(&r.storage_account_key).map_err(|e| err("VolumePreparationFailed", format!("volume '{}': {e}", v.name)))?;
+            }
+            let Some(record) = record else {
+                return Err(err("StorageShareNotFound", format!("volume '{}': the file share '{}' of storage account '{}' does not exist (create it with `skiff share create`).", v.name, share.share_name, share.storage_account_name)));
+            };
+            if !record.key_matches(key) {
+                return Err(err("InvalidStorageAccountKey", format!("volume '{}': the storage account key of share '{}' in account '{}' is wrong.", v.name, share.share_name, share.storage_account_name)));
+            }
+            let source = share_dir(&sh.cfg.data_dir, &share.storage_account_name, &share.share_name);
+            std::fs::create_dir_all(&source).map_err(|e| io("creating the share directory", e))?;
+            Prepared { source, read_only: share.read_only.unwrap_or(false) }
+        } else if let Some(files) = &v.secret {
+            fresh_dir(&dir).map_err(|e| io("creating the secret volume", e))?;
+            mount_tmpfs(&dir).map_err(|e| io("mounting the secret volume's tmpfs", e))?;
+            for (name, b64) in files {
+                let value = base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|_| err("InvalidSecretVolume", format!("volume '{}': the value of '{name}' is not valid base64.", v.name)))?;
+                write_secret(&dir.join(name), &value).map_err(|e| io("writing a secret file", e))?;
+            }
+            Prepared { source: dir, read_only: true }
+        } else if let Some(repo) = &v.git_repo {
+            fresh_dir(&dir).map_err(|e| io("creating the gitRepo volume", e))?;
+            let sub = match repo.directory.as_deref() {
+                Some(".") => None,
+                Some(d) if !d.is_empty() => Some(d.to_string()),
+                _ => Some(crate::git::default_directory(&repo.repository)),
+            };
+            let dest = match &sub {
+                Some(d) => dir.join(d),
+                None => dir.clone(),
+            };
+            crate::git::clone(&repo.repository, &dest, repo.revision.as_deref())
+                .await
+                .map_err(|m| err("GitRepoCloneFailed", format!("volume '{}': cloning '{}' failed: {m}", v.name, repo.repository)))?;
+            Prepared { source: dir, read_only: false }
+        } else {
+            // emptyDir: writable by any user of the containers, like Kubernetes' emptyDir.
+            std::fs::create_dir_all(&dir).map_err(|e| io("creating the emptyDir volume", e))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(|e| io("creating the emptyDir volume", e))?;
+            Prepared { source: dir, read_only: false }
+        };
+        out.insert(v.name.clone(), prepared);
+    }
+    Ok(out)
+}
+
+/// The bind mounts of one container.
+pub(crate) fn mounts_for(prepared: &HashMap<String, Prepared>, mounts: Option<&[VolumeMount]>) -> Vec<MountPlan> {
+    mounts
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| {
+            let p = prepared.get(&m.name)?;
+            Some(MountPlan { source: p.source.clone(), destination: m.mount_path.clone(), read_only: p.read_only || m.read_only.unwrap_or(false) })
+        })
+        .collect()
+}
+
+fn fresh_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(dir)
+}
+
+fn mount_tmpfs(dir: &Path) -> std::io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=0755,size=4m")).map_err(std::io::Error::from)
+}
+
+fn write_secret(path: &Path, value: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(path)?;
+    f.write_all(value)
+}
+
+/// For a group in a user namespace: every volume is seen through an idmapped mount of its
+/// source at `DIR/vmaps/<name>`, so files keep their real ownership on disk (a share written by
+/// one group is owned by the same ids for the next) while each group sees them as its own.
+pub(crate) fn map_ids(group_dir: &Path, prepared: &mut HashMap<String, Prepared>, ids: skiff_image::IdMap) -> Result<(), VolumeError> {
+    if prepared.is_empty() {
+        return Ok(());
+    }
+    let io = |e: std::io::Error| err("VolumePreparationFailed", format!("mapping volume ownership into the group's user namespace: {e}"));
+    let mapper = skiff_image::IdMapper::new(ids).map_err(io)?;
+    for (name, p) in prepared.iter_mut() {
+        let target = group_dir.join("vmaps").join(name);
+        mapper.bind(&p.source, &target).map_err(io)?;
+        p.source = target;
+    }
+    Ok(())
+}
+
+/// Unmount the group's tmpfs volumes (before re-preparing or removing the group directory).
+pub(crate) fn unmount_all(group_dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(group_dir.join("vmaps")) {
+        for entry in entries.flatten() {
+            if let Err(e) = skiff_image::unmount_all_at(&entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "unmounting a volume mapping failed");
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(volumes_dir(group_dir)) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if is_mount_point(&path) {
+            if let Err(e) = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(path = %path.display(), error = %e, "unmounting a volume failed");
+            }
+        }
+    }
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), path.parent().map(std::fs::metadata)) {
+        (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_follow_the_volume_and_the_mount_read_only_flags() {
+        let prepared: HashMap<String, Prepared> = [
+            ("data".to_string(), Prepared { source: "/g/volumes/data".into(), read_only: false }),
+            ("sec".to_string(), Prepared { source: "/g/volumes/sec".into(), read_only: true }),
+        ]
+        .into();
+        let m = |name: &str, path: &str, ro: Option<bool>| VolumeMount { name: name.into(), mount_path: path.into(), read_only: ro };
+        let got = mounts_for(&prepared, Some(&[m("data", "/rw", None), m("data", "/ro", Some(true)), m("sec", "/s", Some(false)), m("gone", "/x", None)]));
+        let summary: Vec<(&str, bool)> = got.iter().map(|p| (p.destination.as_str(), p.read_only)).collect();
+        assert_eq!(summary, [("/rw", false), ("/ro", true), ("/s", true)]);
+        assert!(mounts_for(&prepared, None).is_empty());
+    }
+}
