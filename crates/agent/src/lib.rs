@@ -7,7 +7,9 @@
 
 mod maintenance;
 pub mod metering;
+mod metrics;
 mod owner;
+mod phases;
 pub mod process;
 mod records;
 pub mod view;
@@ -43,6 +45,10 @@ pub struct AgentConfig {
     pub gc_interval: Duration,
     /// Usage metering and event log settings.
     pub meter: metering::MeterConfig,
+    /// Metrics shared with the API (resource samples, pulls, start phases, errors).
+    pub telemetry: Arc<skiff_telemetry::Telemetry>,
+    /// How often the resource sampler reads the groups' cgroup and network counters.
+    pub metrics_interval: Duration,
 }
 
 impl AgentConfig {
@@ -61,6 +67,8 @@ impl AgentConfig {
             pids_max: Some(4096),
             gc_interval: Duration::from_secs(600),
             meter: metering::MeterConfig::default(),
+            telemetry: Arc::new(skiff_telemetry::Telemetry::default()),
+            metrics_interval: Duration::from_secs(10),
         }
     }
 }
@@ -160,6 +168,7 @@ impl Agent {
         tokio::spawn(metering::flush_loop(Arc::clone(&shared.meter)));
         tokio::spawn(watch_loop(Arc::clone(&shared), revision));
         tokio::spawn(gc_loop(Arc::clone(&shared)));
+        tokio::spawn(metrics::sample_loop(Arc::clone(&shared)));
         tokio::spawn(maintenance::run(Arc::clone(&shared.store)));
         Ok(Agent { shared })
     }

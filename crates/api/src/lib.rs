@@ -16,6 +16,7 @@ mod lro;
 mod metering;
 mod resource_groups;
 pub mod route;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -58,11 +59,13 @@ pub struct ApiConfig {
     pub quota_cores: u64,
     /// Memory (GB) a subscription's groups may use in a location (reported by `usages`).
     pub quota_memory_gb: f64,
+    /// Metrics shared with the agent: served at `/metrics` and by the metrics view.
+    pub telemetry: Arc<skiff_telemetry::Telemetry>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, quota_memory_gb: 4000.0 }
+        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, quota_memory_gb: 4000.0, telemetry: Default::default() }
     }
 }
 
@@ -96,12 +99,16 @@ pub(crate) struct Ctx {
 
 /// The ARM API as an axum router.
 pub fn router(store: Arc<dyn Store>, node: Arc<dyn Node>, cfg: ApiConfig) -> Router {
+    let tel = Arc::clone(&cfg.telemetry);
     let api = Arc::new(Api { store, node, cfg });
     Router::new()
+        // A plain route (outside the ARM dispatch) so an auth layer can be put on it or not.
+        .route("/metrics", axum::routing::get(telemetry::prometheus))
         .fallback(dispatch)
         .with_state(api)
         .layer(axum::middleware::map_response(arm_body_for_bare_errors))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(tel, telemetry::track))
 }
 
 fn too_large() -> ArmError {
