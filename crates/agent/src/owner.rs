@@ -317,12 +317,14 @@ impl Owner {
         let exe = cfg.exe.clone();
         let dir = self.dir.clone();
         self.sh.meter.run_starting(&self.rec.uid);
+        // The supervisor starts the containers as soon as it is up, so the sandbox is ready
+        // (root filesystems mounted, plan written) just before it is spawned.
+        self.phases.mark(crate::phases::Phase::SandboxReady);
         tokio::task::spawn_blocking(move || skiff_runtime::spawn_supervisor(&exe, &dir))
             .await
             .map_err(|e| ProvisionError::internal(format!("starting the supervisor: {e}")))?
             .map_err(|e| ProvisionError::internal(format!("starting the supervisor: {e}")))?;
         self.connect().await;
-        self.phases.mark(crate::phases::Phase::SandboxReady);
         tracing::info!(group = %self.rec.name, uid = %self.rec.uid, generation = gen, elapsed_ms = t0.elapsed().as_secs_f64() * 1e3, "supervisor started");
         Ok(())
     }

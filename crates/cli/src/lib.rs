@@ -24,6 +24,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod metering;
+pub mod metrics;
 pub mod output;
 pub mod progress;
 
@@ -141,6 +142,9 @@ pub struct ServerArgs {
     /// Days lifecycle events are kept.
     #[arg(long, env = "SKIFF_EVENT_RETENTION_DAYS", default_value_t = 7.0)]
     pub event_retention_days: f64,
+    /// How often the resource sampler reads the groups' CPU, memory and network counters.
+    #[arg(long, env = "SKIFF_METRICS_INTERVAL_MS", default_value_t = 10_000)]
+    pub metrics_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -344,6 +348,8 @@ pub enum ContainerCommand {
         #[arg(short = 'f', long)]
         file: PathBuf,
     },
+    /// Resource metrics of a group, shaped like Azure Monitor's (Skiff extension).
+    Metrics(metrics::MetricsArgs),
 }
 
 #[derive(Debug, Subcommand)]

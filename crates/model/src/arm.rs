@@ -593,7 +593,8 @@ pub struct StartPhases {
     /// Every image of the group was in the local cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_ready: Option<String>,
-    /// Root filesystems mounted and the group's supervisor (namespaces, cgroups) up.
+    /// Root filesystems mounted and the group plan written; the supervisor (which makes the
+    /// namespaces and cgroups and starts the containers) is spawned next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_ready: Option<String>,
     /// The last of the group's containers started (the supervisor's start time).

@@ -55,6 +55,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     cfg.meter.flush = Duration::from_millis(args.usage_flush_ms.max(10));
     cfg.meter.usage_retention = Duration::from_secs_f64(args.usage_retention_days.max(0.0) * 86_400.0);
     cfg.meter.event_retention = Duration::from_secs_f64(args.event_retention_days.max(0.0) * 86_400.0);
+    let metrics_interval = Duration::from_millis(args.metrics_interval_ms.max(100));
+    let telemetry = Arc::new(skiff_telemetry::Telemetry::new(metrics_interval, Duration::from_secs(3600)));
+    cfg.metrics_interval = metrics_interval;
+    cfg.telemetry = Arc::clone(&telemetry);
     let agent = Agent::start(Arc::clone(&store), cfg).await.context("starting the agent")?;
 
     let api_cfg = ApiConfig {
@@ -63,6 +67,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         quota_groups: args.quota_container_groups,
         quota_cores: args.quota_cores,
         quota_memory_gb: args.quota_memory_gb,
+        telemetry,
         ..ApiConfig::default()
     };
     let app = skiff_api::router(Arc::clone(&store), Arc::new(AgentNode(agent)), api_cfg);
