@@ -29,10 +29,9 @@ fn mean(v: &[f64]) -> f64 {
 }
 
 /// A busy loop limited to half a core (`limits.cpu`; the request alone would leave it the
-/// group's whole rounded-up core) is measured near 500 millicores; `tail` holding a
-/// 100 MB line (it waits for the line's end) has a working set near 100 MB. Both through the Azure Monitor
-/// view, the
-/// Prometheus gauges and `skiff container metrics`.
+/// group's whole rounded-up core) is measured near 500 millicores; `tail` holding a 100 MB
+/// line (it waits for the line's end) has a working set near 100 MB. Both through the Azure
+/// Monitor view, the Prometheus gauges and `skiff container metrics`.
 #[test]
 fn cpu_burner_near_its_limit_and_memory_hog_near_its_memory() {
     let s = start_metrics_server();
