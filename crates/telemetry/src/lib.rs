@@ -64,6 +64,8 @@ pub struct GroupIdent {
 type Labels = Vec<(String, String)>;
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 type F64Gauge = Gauge<f64, AtomicU64>;
+/// A group's identity, the containers it had gauges for, and its samples.
+type RingEntry = (GroupIdent, Vec<String>, VecDeque<GroupSample>);
 
 fn latency_histogram() -> Histogram {
     // 0.5 ms … ~16 s.
@@ -98,7 +100,7 @@ pub struct Telemetry {
     reconcile_errors: Family<Labels, Counter>,
     gauges: Gauges,
     /// Samples per group uid, oldest first, at most `ring_len` each.
-    ring: Mutex<HashMap<String, (GroupIdent, Vec<String>, VecDeque<GroupSample>)>>,
+    ring: Mutex<HashMap<String, RingEntry>>,
     ring_len: usize,
 }
 
