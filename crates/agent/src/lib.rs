@@ -8,8 +8,10 @@
 mod git;
 mod maintenance;
 pub mod metering;
+mod metrics;
 mod network;
 mod owner;
+mod phases;
 pub mod probes;
 pub mod process;
 mod streams;
@@ -56,6 +58,10 @@ pub struct AgentConfig {
     /// Group networking (bridge, addresses, public IPs, DNS); `None`: each group gets a
     /// namespace with only `lo`.
     pub network: Option<skiff_net::NetConfig>,
+    /// Metrics shared with the API (resource samples, pulls, start phases, errors).
+    pub telemetry: Arc<skiff_telemetry::Telemetry>,
+    /// How often the resource sampler reads the groups' cgroup and network counters.
+    pub metrics_interval: Duration,
 }
 
 impl AgentConfig {
@@ -77,6 +83,8 @@ impl AgentConfig {
             secrets: None,
             meter: metering::MeterConfig::default(),
             network: None,
+            telemetry: Arc::new(skiff_telemetry::Telemetry::default()),
+            metrics_interval: Duration::from_secs(10),
         }
     }
 }
@@ -203,6 +211,7 @@ impl Agent {
         tokio::spawn(metering::flush_loop(Arc::clone(&shared.meter)));
         tokio::spawn(watch_loop(Arc::clone(&shared), revision));
         tokio::spawn(gc_loop(Arc::clone(&shared)));
+        tokio::spawn(metrics::sample_loop(Arc::clone(&shared)));
         tokio::spawn(maintenance::run(Arc::clone(&shared.store)));
         Ok(Agent { shared })
     }

@@ -70,6 +70,8 @@ pub(crate) struct Owner {
     /// The (desired, generation) pair the host was last brought to.
     applied: Option<(Desired, u64)>,
     watch: Option<StatusFeed>,
+    /// Phase timestamps of the start in progress.
+    phases: crate::phases::PhaseClock,
 }
 
 enum Flow {
@@ -80,7 +82,7 @@ enum Flow {
 impl Owner {
     pub fn new(sh: Arc<Shared>, rec: GroupRecord) -> Owner {
         let dir = sh.group_dir(&rec.uid);
-        Owner { sh, rec, dir, applied: None, watch: None }
+        Owner { sh, rec, dir, applied: None, watch: None, phases: Default::default() }
     }
 
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<GroupRecord>) {
@@ -241,6 +243,7 @@ impl Owner {
         let gen = self.rec.generation;
         let spec = self.rec.spec.clone();
         let t0 = Instant::now();
+        self.phases.begin();
 
         // Images first: a failed pull leaves the previous generation running.
         let mut resolved: HashMap<String, ResolvedImage> = HashMap::new();
@@ -251,6 +254,7 @@ impl Owner {
             let img = self.ensure_image(&image).await?;
             resolved.insert(image, img);
         }
+        self.phases.mark(crate::phases::Phase::ImageReady);
 
         self.stop_supervisor().await;
         unmount_containers(&self.dir);
@@ -373,6 +377,9 @@ impl Owner {
         let exe = cfg.exe.clone();
         let dir = self.dir.clone();
         self.sh.meter.run_starting(&self.rec.uid);
+        // The supervisor starts the containers as soon as it is up, so the sandbox is ready
+        // (root filesystems mounted, plan written) just before it is spawned.
+        self.phases.mark(crate::phases::Phase::SandboxReady);
         tokio::task::spawn_blocking(move || skiff_runtime::spawn_supervisor(&exe, &dir))
             .await
             .map_err(|e| ProvisionError::internal(format!("starting the supervisor: {e}")))?
@@ -419,10 +426,12 @@ impl Owner {
                     self.report_progress(image, &p).await;
                 }
                 let secs = started.elapsed().as_secs_f64();
+                self.sh.cfg.telemetry.pull_succeeded(snapshot_bytes(&latest));
                 self.record_event(&users, "Pulled", &format!("Successfully pulled image \"{image}\" in {secs:.3}s"), false).await;
                 Ok(img)
             }
             Err(e) => {
+                self.sh.cfg.telemetry.pull_failed();
                 let (code, message) = pull_error(image, &e);
                 self.record_event(&users, "Failed", &message, true).await;
                 Err(ProvisionError { code, message, container: None })
@@ -490,6 +499,8 @@ impl Owner {
 
     async fn fail_provisioning(&mut self, err: ProvisionError) {
         tracing::warn!(group = %self.rec.name, code = %err.code, message = %err.message, "provisioning failed");
+        self.sh.cfg.telemetry.reconcile_error("provision");
+        self.phases = Default::default();
         self.sh.meter.event(&self.rec, err.container.as_deref(), "Failed", &format!("{}: {}", err.code, err.message), None, None, None).await;
         let gen = self.rec.generation;
         let ts = now();
@@ -553,6 +564,10 @@ impl Owner {
         self.sh.meter.on_status(&self.rec, status).await;
         let names = self.app_container_names();
         let mut finished_op = None;
+        // Start phases: written once every container of the start in progress runs.
+        let (started_at, ready_at) = (crate::phases::last_start(status, &names), jiff::Timestamp::now());
+        let phases = self.phases.pending().then(|| self.phases.complete(started_at, ready_at)).flatten();
+        let mut phases_written = false;
         let result = update_group(self.sh.store.as_ref(), &self.rec.key(), |r| {
             if r.generation != gen || r.desired != Desired::Running {
                 return false;
@@ -572,11 +587,19 @@ impl Owner {
                 finished_op = r.pending_operation.clone();
                 changed = true;
             }
+            if phases.is_some() && started_at.is_some() && view::all_started(&names, &r.container_views) {
+                r.group_view.skiff_start_phases = phases.clone();
+                phases_written = true;
+                changed = true;
+            }
             changed
         })
         .await;
         if let Err(e) = result {
             tracing::warn!(group = %self.rec.name, error = %e, "recording the group status failed");
+            self.sh.cfg.telemetry.reconcile_error("status");
+        } else if phases_written {
+            self.phases.finish(&self.sh.cfg.telemetry, started_at, ready_at);
         }
         if let Some(op) = finished_op {
             let _ = complete_operation(self.sh.store.as_ref(), &op, &now(), None).await;
@@ -698,4 +721,9 @@ pub(crate) async fn remove_orphans(sh: &Arc<Shared>, known: &HashSet<String>) {
         cleanup_host_objects(sh, &dir, &uid);
     }
     crate::network::sweep(sh, known).await;
+}
+
+/// Bytes a finished pull reported (telemetry).
+fn snapshot_bytes(latest: &Mutex<Option<skiff_image::PullProgress>>) -> u64 {
+    latest.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, |p| p.done_bytes)
 }

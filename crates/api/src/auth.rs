@@ -256,6 +256,7 @@ pub fn authorize(who: &TokenRecord, method: &Method, path: &str, route: Route) -
         | Route::ContainerLogs { group: ref g, .. }
         | Route::ContainerExec { group: ref g, .. }
         | Route::ContainerAttach { group: ref g, .. }
+        | Route::GroupMetrics { group: ref g, .. }
         | Route::ContainerLogStream { group: ref g, .. } => {
             if !group_ok(g) {
                 return Err(hidden(path));

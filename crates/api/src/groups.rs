@@ -68,7 +68,7 @@ pub(crate) async fn put(ctx: &Ctx, g: &GroupRef) -> ApiResult<Response> {
                 observed_generation: 0,
                 provisioning_state: "Pending".to_string(),
                 pending_operation: None,
-                group_view: skiff_model::arm::GroupInstanceView { events: Vec::new(), state: Some("Pending".to_string()) },
+                group_view: skiff_model::arm::GroupInstanceView { events: Vec::new(), state: Some("Pending".to_string()), ..Default::default() },
                 container_views: Default::default(),
                 created_at: now(),
             };

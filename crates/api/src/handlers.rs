@@ -78,6 +78,7 @@ pub(crate) async fn handle(ctx: &Ctx, route: Route) -> ApiResult<Response> {
         }
         Route::UsageRecords { subscription, from, to, group_by, resource_group } => crate::metering::usage_records(ctx, &subscription, from, to, group_by, resource_group).await,
         Route::Events { subscription, resource_group, follow, since } => crate::metering::events(ctx, &subscription, resource_group, follow, since).await,
+        Route::GroupMetrics { group, metric_names, interval } => crate::telemetry::group_metrics(ctx, &group, metric_names, interval).await,
     }
 }
 

@@ -20,6 +20,7 @@ mod resource_groups;
 mod shares;
 pub mod route;
 pub mod streams;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -69,11 +70,13 @@ pub struct ApiConfig {
     pub auth: Option<auth::AuthConfig>,
     /// Whether the listener is TLS: absolute URLs handed out then default to `https`.
     pub tls: bool,
+    /// Metrics shared with the agent: served at `/metrics` and by the metrics view.
+    pub telemetry: Arc<skiff_telemetry::Telemetry>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, secrets: None, quota_memory_gb: 4000.0, auth: None, tls: false }
+        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, secrets: None, quota_memory_gb: 4000.0, auth: None, tls: false, telemetry: Default::default() }
     }
 }
 
@@ -143,19 +146,23 @@ pub(crate) struct Ctx {
 /// The ARM API as an axum router.
 pub fn router(store: Arc<dyn Store>, node: Arc<dyn Node>, cfg: ApiConfig) -> Router {
     let auth_cfg = cfg.auth.clone();
+    let tel = Arc::clone(&cfg.telemetry);
     let api = Arc::new(Api { store: Arc::clone(&store), node, cfg, sessions: Default::default() });
     let app = Router::new()
         .route(openapi::OPENAPI_PATH, axum::routing::get(|| async { axum::Json(openapi::document()) }))
+        // Prometheus text, outside the ARM dispatch; it sits behind the bearer-token layer.
+        .route("/metrics", axum::routing::get(telemetry::prometheus))
         .route(streams::WS_ROUTE, axum::routing::get(streams::websocket))
         .merge(shares::routes())
         .fallback(dispatch)
         .with_state(api)
         .layer(axum::middleware::map_response(arm_body_for_bare_errors))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES));
-    match auth_cfg {
+    let app = match auth_cfg {
         Some(a) => app.layer(axum::middleware::from_fn_with_state(auth::AuthState::new(store, a), auth::layer)),
         None => app,
-    }
+    };
+    app.layer(axum::middleware::from_fn_with_state(tel, telemetry::track))
 }
 
 fn too_large() -> ArmError {

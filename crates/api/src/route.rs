@@ -84,6 +84,9 @@ pub enum Route {
     /// Skiff extension: `GET /subscriptions/{s}/providers/Microsoft.ContainerInstance/events?follow=&resourceGroup=&since=`
     /// (the lifecycle event log; `follow=true` streams server-sent events).
     Events { subscription: String, resource_group: Option<String>, follow: bool, since: Option<String> },
+    /// Skiff extension, Azure Monitor-shaped: `GET P/providers/Microsoft.Insights/metrics?metricnames=&interval=`
+    /// (any `YYYY-MM-DD` api-version, as Azure Monitor's own differ from ACI's).
+    GroupMetrics { group: GroupRef, metric_names: Option<String>, interval: Option<String> },
 }
 
 /// A parsed request: the route and the api-version it was called with.
@@ -317,9 +320,15 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Routed,
                                 _ => return Err(invalid_resource_type(path)),
                             }
                         }
+                        ["containergroups", _, "providers", "microsoft.insights", "metrics"] => get.then(|| Route::GroupMetrics {
+                            group: g(&segs[7]),
+                            metric_names: q.get("metricnames").map(str::to_string),
+                            interval: q.get("interval").map(str::to_string),
+                        }),
                         _ => return Err(invalid_resource_type(path)),
                     };
-                    (r, VersionRule::ContainerInstance)
+                    let rule = if matches!(r, Some(Route::GroupMetrics { .. })) { VersionRule::Resources } else { VersionRule::ContainerInstance };
+                    (r, rule)
                 }
                 _ => return Err(not_found(path)),
             }
@@ -419,6 +428,15 @@ mod tests {
         assert_eq!(err(Method::GET, &format!("{P}/containers/c/logs"), Some("api-version=2023-05-01&timestamps=maybe")).status, 400);
         assert_eq!(err(Method::GET, "/subscriptions/s/resourcegroups/bad%2Fname", Some(V)).code, "InvalidResourceGroupName");
         assert_eq!(err(Method::GET, "/subscriptions/s/providers/Microsoft.ContainerInstance/containerGroups", Some("api-version=2023-05-01&$top=0")).status, 400);
+    }
+
+    #[test]
+    fn group_metrics_route() {
+        let r = parse(&Method::GET, &format!("{P}/providers/microsoft.insights/Metrics"), Some("api-version=2018-01-01&metricnames=CpuUsage,MemoryUsage&interval=PT1M")).unwrap();
+        assert_eq!(r.route, Route::GroupMetrics { group: gr(), metric_names: Some("CpuUsage,MemoryUsage".into()), interval: Some("PT1M".into()) });
+        assert!(parse(&Method::GET, &format!("{P}/providers/Microsoft.Insights/metrics"), Some(V)).is_ok());
+        assert_eq!(err(Method::POST, &format!("{P}/providers/Microsoft.Insights/metrics"), Some(V)).status, 405);
+        assert_eq!(err(Method::GET, &format!("{P}/providers/Microsoft.Insights/other"), Some(V)).code, "InvalidResourceType");
     }
 
     proptest! {

@@ -171,6 +171,7 @@ async fn container_command(ctx: &Ctx, cmd: ContainerCommand, out: &mut (dyn Writ
             std::fs::write(&file, yaml).map_err(|e| CliError::usage(format!("cannot write {}: {e}", file.display())))?;
             Ok(())
         }
+        ContainerCommand::Metrics(args) => crate::metrics::container_metrics(ctx, &args, out).await,
     }
 }
 

@@ -24,13 +24,14 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod metering;
+pub mod metrics;
 pub mod output;
 pub mod progress;
 pub mod shares;
 pub mod terminal;
 pub mod volumes;
 pub mod wss;
-pub mod metering;
 pub mod tokens;
 
 pub use error::CliError;
@@ -236,6 +237,9 @@ pub struct ServerArgs {
     /// Longest time a request may take before the server answers 408.
     #[arg(long, default_value_t = 120)]
     pub request_timeout_secs: u64,
+    /// How often the resource sampler reads the groups' CPU, memory and network counters.
+    #[arg(long, env = "SKIFF_METRICS_INTERVAL_MS", default_value_t = 10_000)]
+    pub metrics_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -483,6 +487,8 @@ pub enum ContainerCommand {
         #[arg(long)]
         container_name: Option<String>,
     },
+    /// Resource metrics of a group, shaped like Azure Monitor's (Skiff extension).
+    Metrics(metrics::MetricsArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -423,6 +423,10 @@ pub struct GroupInstanceView {
     pub events: Vec<Event>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// Skiff extension (read-only, not in the ARM schema): when each phase of the latest
+    /// start of the group was reached. See docs/METERING.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skiff_start_phases: Option<StartPhases>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -577,4 +581,26 @@ impl ContainerGroup {
             id.tenant_id = None;
         }
     }
+}
+
+/// Skiff extension: RFC 3339 times of the phases of one start of a group, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct StartPhases {
+    /// The agent picked up the start (a create, update or start of the group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<String>,
+    /// Every image of the group was in the local cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_ready: Option<String>,
+    /// Root filesystems mounted and the group plan written; the supervisor (which makes the
+    /// namespaces and cgroups and starts the containers) is spawned next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_ready: Option<String>,
+    /// The last of the group's containers started (the supervisor's start time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    /// The agent saw every container running and the group's provisioning succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
 }

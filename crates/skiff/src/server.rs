@@ -81,6 +81,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if args.network {
         cfg.network = Some(net_config(&args)?);
     }
+    let metrics_interval = Duration::from_millis(args.metrics_interval_ms.max(100));
+    let telemetry = Arc::new(skiff_telemetry::Telemetry::new(metrics_interval, Duration::from_secs(3600)));
+    cfg.metrics_interval = metrics_interval;
+    cfg.telemetry = Arc::clone(&telemetry);
     let agent = Agent::start(Arc::clone(&store), cfg).await.context("starting the agent")?;
 
     let addr: SocketAddr = args.listen.parse().with_context(|| format!("invalid --listen address '{}'", args.listen))?;
@@ -98,6 +102,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         auth: Some(auth),
         tls: !args.insecure_http,
         secrets: Some(secrets),
+        telemetry,
         ..ApiConfig::default()
     };
     let app = skiff_api::router(Arc::clone(&store), Arc::new(AgentNode(agent)), api_cfg)

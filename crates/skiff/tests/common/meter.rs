@@ -105,3 +105,99 @@ impl Drop for Follower {
         let _ = self.child.wait();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Resource metrics (e2e_metrics.rs)
+
+/// Sampling interval of the metrics test daemons.
+pub const METRICS_INTERVAL_MS: u64 = 300;
+
+/// A daemon sampling resource metrics every [`METRICS_INTERVAL_MS`].
+pub fn start_metrics_server() -> TestServer {
+    TestServer::start_with(&["--metrics-interval-ms", &METRICS_INTERVAL_MS.to_string()])
+}
+
+/// `GET /metrics`, checked line by line against the OpenMetrics text format: `# HELP/TYPE/UNIT`
+/// comments, samples `name{label="v",…} value`, and the closing `# EOF`. Returns the samples
+/// as (name with labels, value).
+pub fn scrape(s: &TestServer) -> Vec<(String, f64)> {
+    let r = s.request("GET", "/metrics", None);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ct = r.header("content-type").unwrap_or_default();
+    assert!(ct.starts_with("application/openmetrics-text"), "content type {ct}");
+    assert!(r.text.ends_with("# EOF\n"), "no # EOF:\n{}", r.text);
+    let mut out = Vec::new();
+    for line in r.text.lines() {
+        if let Some(c) = line.strip_prefix("# ") {
+            assert!(["HELP ", "TYPE ", "UNIT ", "EOF"].iter().any(|p| c.starts_with(p)), "bad comment line: {line}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'), "bad metric name in: {line}");
+        if name_end < series.len() {
+            let labels = &series[name_end..];
+            assert!(labels.starts_with('{') && labels.ends_with('}'), "bad labels in: {line}");
+            for pair in labels[1..labels.len() - 1].split("\",").filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("bad label {pair} in: {line}"));
+                assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad label name {k} in: {line}");
+                assert!(v.starts_with('"'), "unquoted label value in: {line}");
+            }
+        }
+        let v: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in: {line}")),
+        };
+        out.push((series.to_string(), v));
+    }
+    out
+}
+
+/// The value of the sample whose series starts with `name{` and has every label of `labels`.
+pub fn sample(samples: &[(String, f64)], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(series, _)| (series == name || series.starts_with(&format!("{name}{{"))) && labels.iter().all(|(k, v)| series.contains(&format!("{k}=\"{v}\""))))
+        .map(|(_, v)| *v)
+}
+
+/// The Azure Monitor-shaped metrics view of a group.
+pub fn azure_metrics(s: &TestServer, rg: &str, name: &str, query: &str) -> Value {
+    let r = s.request("GET", &format!("{}/providers/Microsoft.Insights/metrics?api-version=2018-01-01&{query}", TestServer::group_path(rg, name)), None);
+    assert_eq!(r.status, 200, "metrics view: {}", r.text);
+    r.body
+}
+
+/// The data points (averages) of `metric` for `container` (`None`: the group-level series).
+pub fn points(view: &Value, metric: &str, container: Option<&str>) -> Vec<f64> {
+    let m = view["value"].as_array().into_iter().flatten().find(|m| m["name"]["value"] == metric).unwrap_or_else(|| panic!("no {metric} in {view}"));
+    let ts = m["timeseries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|ts| match container {
+            Some(c) => ts["metadatavalues"].as_array().into_iter().flatten().any(|mv| mv["name"]["value"] == "containerName" && mv["value"] == c),
+            None => ts["metadatavalues"].as_array().is_some_and(|a| a.is_empty()),
+        })
+    ;
+    // No series before the first sample of the group.
+    let Some(ts) = ts else { return Vec::new() };
+    ts["data"].as_array().into_iter().flatten().filter_map(|d| d["average"].as_f64()).collect()
+}
+
+/// Poll the metrics view until `pred` holds for the points of `metric`; returns them.
+pub fn wait_points(s: &TestServer, rg: &str, name: &str, metric: &str, container: Option<&str>, what: &str, pred: impl Fn(&[f64]) -> bool) -> Vec<f64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        let v = azure_metrics(s, rg, name, &format!("metricnames={metric}&interval=PT1S"));
+        last = points(&v, metric, container);
+        if pred(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}; last {metric} points: {last:?}");
+}
