@@ -27,6 +27,8 @@ pub mod metering;
 pub mod output;
 pub mod progress;
 pub mod tokens;
+pub mod pod;
+pub mod quantity;
 
 pub use error::CliError;
 
