@@ -187,7 +187,10 @@ fn prepare_create(ctx: &Ctx, args: &CreateArgs) -> Result<(String, Option<build:
     match &args.file {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?;
-            let doc = parse_document(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+            let mut doc = parse_document(&text).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+            if crate::pod::is_pod(&doc) {
+                doc = crate::pod::pod_to_group(&doc).map_err(|e| CliError::usage(format!("{}: {e}", path.display())))?;
+            }
             let d = prepare_file_document(doc, args.name.as_deref(), args.location.as_deref())?;
             Ok((d.name.clone(), Some(d)))
         }

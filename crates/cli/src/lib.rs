@@ -33,6 +33,8 @@ pub mod terminal;
 pub mod volumes;
 pub mod wss;
 pub mod tokens;
+pub mod pod;
+pub mod quantity;
 
 pub use error::CliError;
 
