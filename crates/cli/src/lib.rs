@@ -171,6 +171,10 @@ pub struct ServerArgs {
     /// Container groups per page in list responses (clients follow `nextLink`).
     #[arg(long, default_value_t = 100)]
     pub page_size: usize,
+    /// Default sandbox tier of groups (a group may ask with the tag `skiff-sandbox`); see
+    /// docs/ISOLATION.md. Only `container` can run on this host.
+    #[arg(long, default_value = "container")]
+    pub sandbox: String,
     /// Run each group in its own user namespace with a host id range of its own (root in a
     /// container is an unprivileged id on the host). Turning it off runs containers as real root.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SKIFF_USERNS")]

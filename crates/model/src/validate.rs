@@ -60,6 +60,7 @@ pub fn validate_group(mut g: ContainerGroup, name: &str, cap: &Capacity) -> Resu
     names::validate_group_name(name)?;
     g.strip_read_only();
     validate_tags(g.tags.as_ref())?;
+    validate_sandbox(g.tags.as_ref())?;
     let p = &mut g.properties;
 
     if p.os_type.is_empty() {
@@ -193,6 +194,33 @@ fn validate_tags(tags: Option<&std::collections::BTreeMap<String, String>>) -> R
         }
     }
     Ok(())
+}
+
+/// Tag a group sets to ask for a sandbox tier (Skiff extension).
+pub const SANDBOX_TAG: &str = "skiff-sandbox";
+/// Sandbox tiers Skiff knows, and whether this build can run them (docs/ISOLATION.md).
+pub const SANDBOX_TIERS: &[(&str, bool)] = &[("container", true), ("vm", false)];
+
+/// Check a sandbox tier name: known and runnable here.
+pub fn check_sandbox(tier: &str) -> Result<(), ArmError> {
+    match SANDBOX_TIERS.iter().find(|(name, _)| name.eq_ignore_ascii_case(tier)) {
+        Some((_, true)) => Ok(()),
+        Some((name, false)) => Err(ArmError::bad_request(
+            "SandboxNotAvailable",
+            format!("The sandbox tier '{name}' is designed (see docs/ISOLATION.md) but cannot run on this host; use 'container'."),
+        )),
+        None => Err(ArmError::bad_request(
+            "InvalidSandbox",
+            format!("The sandbox tier '{tier}' is unknown. Known tiers: {}.", SANDBOX_TIERS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")),
+        )),
+    }
+}
+
+fn validate_sandbox(tags: Option<&std::collections::BTreeMap<String, String>>) -> Result<(), ArmError> {
+    match tags.and_then(|t| t.iter().find(|(k, _)| k.eq_ignore_ascii_case(SANDBOX_TAG))) {
+        Some((_, tier)) => check_sandbox(tier).map_err(|e| e.with_target(format!("tags.{SANDBOX_TAG}"))),
+        None => Ok(()),
+    }
 }
 
 pub fn validate_tags_patch(patch: &TagsPatch) -> Result<(), ArmError> {
@@ -545,6 +573,18 @@ mod tests {
         let mut v = simple();
         v["properties"]["containers"][0]["properties"]["environmentVariables"] = serde_json::json!([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]);
         assert_eq!(code(validate_group(group(v), "demo", &cap)), "DuplicateEnvironmentVariable");
+    }
+
+    #[test]
+    fn sandbox_tiers_are_checked() {
+        let cap = Capacity::default();
+        let mut v = simple();
+        v["tags"] = serde_json::json!({"skiff-sandbox": "container"});
+        assert!(validate_group(group(v.clone()), "demo", &cap).is_ok());
+        v["tags"] = serde_json::json!({"skiff-sandbox": "vm"});
+        assert_eq!(code(validate_group(group(v.clone()), "demo", &cap)), "SandboxNotAvailable");
+        v["tags"] = serde_json::json!({"skiff-sandbox": "magic"});
+        assert_eq!(code(validate_group(group(v), "demo", &cap)), "InvalidSandbox");
     }
 
     #[test]
