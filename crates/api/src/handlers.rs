@@ -171,7 +171,8 @@ async fn usages(ctx: &Ctx, subscription: &str, location: &str) -> ApiResult<Resp
         &j!({"value": [
             {"unit": "Count", "currentValue": groups, "limit": cfg.quota_groups, "name": {"value": "ContainerGroups", "localizedValue": "Container Groups"}},
             {"unit": "Count", "currentValue": cores, "limit": cfg.quota_cores, "name": {"value": "StandardCores", "localizedValue": "Standard Cores"}},
-            {"unit": "GB", "currentValue": (memory * 1000.0).round() / 1000.0, "limit": cfg.quota_memory_gb, "name": {"value": "MemoryInGB", "localizedValue": "Memory (GB)"}},
+            // The Usage schema's values are int32: memory in use rounds up, the quota down.
+            {"unit": "GB", "currentValue": (memory - 1e-9).ceil().max(0.0) as i64, "limit": cfg.quota_memory_gb.floor() as i64, "name": {"value": "MemoryInGB", "localizedValue": "Memory (GB)"}},
         ]}),
     ))
 }

@@ -579,6 +579,10 @@ async fn location_and_provider_endpoints() {
     assert_eq!(v[0]["unit"], "Count");
     assert_eq!(v[1]["name"]["value"], "StandardCores");
     assert_eq!(v[1]["currentValue"], 1);
+    // The Usage schema's counts are int32 (a float here broke the contract; found by fuzzing).
+    for u in v {
+        assert!(u["currentValue"].is_i64() && u["limit"].is_i64(), "{u}");
+    }
     let r = a.call(Method::GET, &format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/locations/eastus/usages?{V}"), None).await;
     assert_eq!(r.body["value"][0]["currentValue"], 0);
 
