@@ -18,6 +18,7 @@ mod metering;
 pub mod openapi;
 mod resource_groups;
 pub mod route;
+mod vnets;
 
 use std::sync::Arc;
 
@@ -65,11 +66,13 @@ pub struct ApiConfig {
     pub auth: Option<auth::AuthConfig>,
     /// Whether the listener is TLS: absolute URLs handed out then default to `https`.
     pub tls: bool,
+    /// Address blocks virtual networks may not use (the host's default private CIDR).
+    pub network_reserved: Vec<String>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, quota_memory_gb: 4000.0, auth: None, tls: false }
+        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, quota_memory_gb: 4000.0, auth: None, tls: false, network_reserved: Vec::new() }
     }
 }
 
