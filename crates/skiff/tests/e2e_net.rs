@@ -92,3 +92,152 @@ fn public_ips_ports_dns_and_teardown() {
     assert!(!after.contains("skv") && !after.contains(&ipa) && !after.contains("g-"), "leftovers after delete:\n{after}\nbefore:\n{before}");
     assert!(!after.contains("jump"), "pubips map still has entries:\n{after}");
 }
+
+fn group_netns(srv: &TestServer, rg: &str, name: &str) -> std::path::PathBuf {
+    srv.run_dir.join("netns").join(srv.group_uid(rg, name))
+}
+
+fn any_ip(g: &Value) -> String {
+    g["properties"]["ipAddress"]["ip"].as_str().unwrap_or_default().to_string()
+}
+
+/// A private group (own address only) in `subnet` (a subnet resource id) or on the default bridge.
+fn private(image_name: &str, command: &[&str], subnet: Option<&str>) -> Value {
+    let mut g = json!({"location": "westus", "properties": {"osType": "Linux",
+        "ipAddress": {"type": "Private", "ports": [{"port": 80}]},
+        "containers": [{"name": "main", "properties": {"image": image(image_name), "command": command, "ports": [{"port": 80}],
+            "resources": {"requests": {"cpu": 0.1, "memoryInGB": 0.1}}}}]}});
+    if let Some(id) = subnet {
+        g["properties"]["subnetIds"] = json!([{"id": id}]);
+    }
+    g
+}
+
+fn wait_running_ip(srv: &TestServer, rg: &str, name: &str) -> String {
+    let g = srv.wait_group(rg, name, "Running with an address", Duration::from_secs(90), |g| !any_ip(g).is_empty() && g["properties"]["instanceView"]["state"] == "Running");
+    any_ip(&g)
+}
+
+/// `curl` from inside a group's network; `Some(body)` when it answered.
+fn curl_from(ns: &TestNetns, from: &std::path::Path, url: &str) -> Option<String> {
+    let (ok, out) = ns.in_group(from, &["curl", "-s", "-m", "2", url]);
+    ok.then_some(out)
+}
+
+fn wait_file_contains(path: &std::path::Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = std::fs::read_to_string(path).unwrap_or_default();
+        if s.contains(needle) || std::time::Instant::now() > deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const HTTPD: &[&str] = &["httpd", "-f", "-p", "80", "-h", "/www"];
+const SLEEP: &[&str] = &["sleep", "3600"];
+
+#[test]
+fn vnets_subnets_isolation_spoofing_and_host_services() {
+    let ns = TestNetns::enter();
+    let srv = TestServer::start_in_netns(Some((ns.name.clone(), ns.server_args())));
+    srv.ensure_rg("vn");
+    let vnet_path = format!("/subscriptions/{SUB}/resourceGroups/vn/providers/Microsoft.Network/virtualNetworks/v1");
+    let q = "api-version=2023-09-01";
+
+    // The CLI creates a virtual network with one subnet; the API adds a second.
+    let out = srv.cli_ok(&["network", "vnet", "create", "-g", "vn", "-n", "v1", "--address-prefixes", "10.91.0.0/16", "--subnet-name", "s1", "--subnet-prefix", "10.91.1.0/24", "-o", "json"]);
+    let v: Value = serde_json::from_str(&out).expect("vnet json");
+    let s1 = v["properties"]["subnets"][0]["id"].as_str().expect("subnet id").to_string();
+    assert!(s1.ends_with("/virtualNetworks/v1/subnets/s1"), "{s1}");
+    let r = srv.request("PUT", &format!("{vnet_path}/subnets/s2?{q}"), Some(&json!({"properties": {"addressPrefix": "10.91.2.0/24"}})));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let s2 = r.body["id"].as_str().expect("id").to_string();
+    // Validation: outside the space, overlapping a sibling, overlapping another vnet or the host's CIDR.
+    for (path, body, code) in [
+        (format!("{vnet_path}/subnets/bad"), json!({"properties": {"addressPrefix": "10.92.0.0/24"}}), "NetcfgSubnetRangeOutsideVnet"),
+        (format!("{vnet_path}/subnets/bad"), json!({"properties": {"addressPrefix": "10.91.1.128/25"}}), "NetcfgSubnetRangesOverlap"),
+        (format!("{vnet_path}/subnets/bad"), json!({"properties": {"addressPrefix": "10.91.3.0"}}), "InvalidAddressPrefixFormat"),
+        (vnet_path.replace("/v1", "/v2"), json!({"properties": {"addressSpace": {"addressPrefixes": ["10.91.128.0/17"]}}}), "NetcfgVnetAddressSpaceOverlaps"),
+        (vnet_path.replace("/v1", "/v3"), json!({"properties": {"addressSpace": {"addressPrefixes": ["10.77.9.0/24"]}}}), "NetcfgVnetAddressSpaceOverlaps"),
+    ] {
+        let r = srv.request("PUT", &format!("{path}?{q}"), Some(&body));
+        assert_eq!((r.status, r.code()), (400, code.to_string()), "{path}: {}", r.text);
+    }
+    let shown = srv.cli_ok(&["network", "vnet", "show", "-g", "vn", "-n", "v1", "-o", "tsv"]);
+    assert!(shown.contains("s1\t10.91.1.0/24") && shown.contains("s2\t10.91.2.0/24"), "{shown}");
+
+    // A host service listening on every address of the daemon's namespace.
+    let host_svc = std::net::TcpListener::bind("0.0.0.0:0").expect("host service");
+    let svc_port = host_svc.local_addr().expect("addr").port();
+    host_svc.set_nonblocking(true).expect("nonblocking");
+
+    // From inside a container: the bridge gateways (host service and API port) must not answer.
+    let probe = format!(
+        "for t in 10.77.0.1:{svc_port} 10.77.0.1:{api} 10.91.1.1:{svc_port}; do if nc -w 2 ${{t%:*}} ${{t#*:}} </dev/null; then echo REACHED $t; else echo BLOCKED $t; fi; done; echo PROBED; sleep 3600",
+        api = srv.port
+    );
+    assert_eq!(srv.put_group("vn", "a1", &private("busybox-httpd:latest", HTTPD, Some(&s1))).status, 201);
+    assert_eq!(srv.put_group("vn", "a2", &private("busybox:latest", SLEEP, Some(&s1))).status, 201);
+    assert_eq!(srv.put_group("vn", "b1", &private("busybox:latest", SLEEP, Some(&s2))).status, 201);
+    assert_eq!(srv.put_group("vn", "d1", &private("busybox-httpd:latest", HTTPD, None)).status, 201);
+    assert_eq!(srv.put_group("vn", "d2", &private("busybox:latest", &["sh", "-c", &probe], None)).status, 201);
+    let a1 = wait_running_ip(&srv, "vn", "a1");
+    let a2 = wait_running_ip(&srv, "vn", "a2");
+    wait_running_ip(&srv, "vn", "b1");
+    let d1 = wait_running_ip(&srv, "vn", "d1");
+    assert!(a1.starts_with("10.91.1.") && a2.starts_with("10.91.1.") && d1.starts_with("10.77."), "{a1} {a2} {d1}");
+    let (na2, nb1, nd2) = (group_netns(&srv, "vn", "a2"), group_netns(&srv, "vn", "b1"), group_netns(&srv, "vn", "d2"));
+
+    // Same subnet reaches; other subnets, default-bridge groups and other groups do not.
+    let mut same = None;
+    for _ in 0..50 {
+        same = curl_from(&ns, &na2, &format!("http://{a1}/"));
+        if same.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(same.as_deref(), Some("hello from skiff\n"), "same-subnet reachability");
+    assert_eq!(curl_from(&ns, &nb1, &format!("http://{a1}/")), None, "cross-subnet must be isolated");
+    assert_eq!(curl_from(&ns, &nd2, &format!("http://{a1}/")), None, "a default-bridge group must not reach a subnet");
+    assert_eq!(curl_from(&ns, &nd2, &format!("http://{d1}/")), None, "cross-group on the default bridge must be isolated");
+    assert_eq!(curl_from(&ns, &na2, &format!("http://{d1}/")), None, "a subnet group must not reach a default-bridge group");
+    // The host itself still reaches d1's private address (sanity: d1 serves).
+    assert_eq!(fetch(&ns, &format!("http://{d1}/")).as_deref(), Some("hello from skiff\n"));
+
+    // Host services: blocked from the container, nothing accepted on the host side.
+    let logs = srv.wait_logs("vn", "d2", "main", "PROBED");
+    assert!(!logs.contains("REACHED") && logs.matches("BLOCKED").count() == 3, "a group reached the host:\n{logs}");
+    assert!(host_svc.accept().is_err(), "the host service accepted a connection from a group");
+
+    // Anti-spoofing: a2 (given CAP_NET_ADMIN powers through nsenter) adds a second address and
+    // sends from it; a1 must receive only the datagram with a2's own source.
+    let got = std::env::temp_dir().join(format!("skf-udp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&got);
+    let mut listener = ns.udp_listen(&group_netns(&srv, "vn", "a1"), 9000, &got);
+    assert!(ns.in_group(&na2, &["ip", "addr", "add", "10.91.1.200/24", "dev", "eth0"]).0, "adding the spoofed address");
+    ns.udp_send(Some(&na2), Some("10.91.1.200"), &a1, 9000, "SPOOFED");
+    ns.udp_send(Some(&na2), Some(&a2), &a1, 9000, "REAL");
+    let seen = wait_file_contains(&got, "REAL");
+    let _ = listener.kill();
+    let _ = listener.wait();
+    let _ = std::fs::remove_file(&got);
+    assert!(seen.contains(&format!("REAL from {a2}")), "the real datagram must arrive: {seen:?}");
+    assert!(!seen.contains("SPOOFED"), "a spoofed source address must be dropped: {seen:?}");
+
+    // A subnet in use cannot go; once its groups are gone it can.
+    let r = srv.request("DELETE", &format!("{vnet_path}/subnets/s1?{q}"), None);
+    assert_eq!((r.status, r.code()), (409, "InUseSubnetCannotBeDeleted".to_string()), "{}", r.text);
+    for g in ["a1", "a2", "b1", "d1", "d2"] {
+        srv.delete_group("vn", g);
+    }
+    assert_eq!(srv.request("DELETE", &format!("{vnet_path}/subnets/s1?{q}"), None).status, 200);
+    assert_eq!(srv.request("GET", &format!("{vnet_path}/subnets/s1?{q}"), None).status, 404);
+    srv.cli_ok(&["network", "vnet", "delete", "-g", "vn", "-n", "v1"]);
+    assert_eq!(srv.request("GET", &format!("{vnet_path}?{q}"), None).status, 404);
+    let after = ns.leak_view();
+    assert!(!after.contains("skv") || after.matches("skv").count() == after.matches("\"skv*\"").count(), "veths left:\n{after}");
+    assert!(!after.contains(" . 10."), "anti-spoofing elements left:\n{after}");
+}
