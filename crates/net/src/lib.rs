@@ -215,16 +215,27 @@ impl Network {
         }
         let held = ipam::all(self.store.as_ref()).await.map_err(|e| NetError::Store("listing addresses", e))?;
         let public: Vec<Ipv4Addr> = held.iter().filter(|(p, _, o)| p == PUBLIC_POOL && o == uid).map(|(_, ip, _)| *ip).collect();
+        // Every step runs even if one fails; the addresses are freed only when all succeeded
+        // (otherwise the next start's sweep finishes the job, the group being gone).
+        let mut first_err: Option<NetError> = None;
         for ip in &public {
             let _ = nft::apply(&nft::delete_element_batch(*ip));
-            self.nl.del_address(&self.cfg.public_interface, *ip).await?;
+            if let Err(e) = self.nl.del_address(&self.cfg.public_interface, *ip).await {
+                first_err.get_or_insert(e.into());
+            }
         }
         let _ = nft::apply(&nft::delete_chain_batch(&names::group_chain(uid)));
         for (_, ip, _) in held.iter().filter(|(p, _, o)| p != PUBLIC_POOL && o == uid) {
             let _ = nft::apply(&nft::delete_vaddr_batch(&names::host_veth(uid), *ip));
         }
-        self.nl.del_link(&names::host_veth(uid)).await?;
-        self.nl.del_link(&names::peer_veth(uid)).await?;
+        for link in [names::host_veth(uid), names::peer_veth(uid)] {
+            if let Err(e) = self.nl.del_link(&link).await {
+                first_err.get_or_insert(e.into());
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
         ipam::release_all(self.store.as_ref(), uid).await.map_err(|e| NetError::Store("freeing addresses", e))?;
         Ok(())
     }

@@ -241,3 +241,129 @@ fn vnets_subnets_isolation_spoofing_and_host_services() {
     assert!(!after.contains("skv") || after.matches("skv").count() == after.matches("\"skv*\"").count(), "veths left:\n{after}");
     assert!(!after.contains(" . 10."), "anti-spoofing elements left:\n{after}");
 }
+
+fn ipam_keys(srv: &TestServer) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg(srv.data_dir.join("skiff.db"))
+        .arg("SELECT CAST(key AS TEXT) FROM kv WHERE CAST(key AS TEXT) LIKE 'ipam/%' OR CAST(key AS TEXT) LIKE 'dns/%'")
+        .output()
+        .expect("sqlite3");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn veths_of(ns: &TestNetns, uid: &str) -> usize {
+    ns.run(&["ip", "-o", "link"]).1.lines().filter(|l| l.contains(&uid[..12])).count()
+}
+
+#[test]
+fn udp_restart_and_crash_mid_setup_converge() {
+    let ns = TestNetns::enter();
+    let mut srv = TestServer::start_in_netns(Some((ns.name.clone(), ns.server_args())));
+    srv.ensure_rg("ud");
+    let baseline = ns.leak_view();
+
+    // UDP: exactly the listed UDP port is forwarded to the group.
+    let mut u = simple_group(&image("busybox:latest"), SLEEP);
+    u["properties"]["containers"][0]["properties"]["ports"] = json!([{"port": 5353, "protocol": "UDP"}, {"port": 5354, "protocol": "UDP"}]);
+    u["properties"]["ipAddress"] = json!({"type": "Public", "ports": [{"port": 5353, "protocol": "UDP"}]});
+    assert_eq!(srv.put_group("ud", "u", &u).status, 201);
+    let uip = wait_running_ip(&srv, "ud", "u");
+    let nu = group_netns(&srv, "ud", "u");
+    let got = std::env::temp_dir().join(format!("skf-udp5353-{}", std::process::id()));
+    let got2 = std::env::temp_dir().join(format!("skf-udp5354-{}", std::process::id()));
+    let _ = (std::fs::remove_file(&got), std::fs::remove_file(&got2));
+    let l1 = ns.udp_listen(&nu, 5353, &got);
+    let l2 = ns.udp_listen(&nu, 5354, &got2);
+    ns.udp_send(None, None, &uip, 5354, "UNLISTED");
+    ns.udp_send(None, None, &uip, 5353, "HELLO");
+    let seen = wait_file_contains(&got, "HELLO");
+    let unlisted = std::fs::read_to_string(&got2).unwrap_or_default();
+    for mut l in [l1, l2] {
+        let _ = l.kill();
+        let _ = l.wait();
+    }
+    let _ = (std::fs::remove_file(&got), std::fs::remove_file(&got2));
+    assert!(seen.contains("HELLO"), "the listed UDP port must be forwarded: {seen:?}");
+    assert!(!unlisted.contains("UNLISTED"), "an unlisted UDP port must not be forwarded");
+
+    // kill -9 and respawn: the web group keeps its public address and is still served.
+    assert_eq!(srv.put_group("ud", "w", &web(None, &[])).status, 201);
+    let w = wait_ip(&srv, "ud", "w");
+    let wip = public_ip(&w);
+    let wuid = srv.group_uid("ud", "w");
+    srv.kill9();
+    srv.spawn();
+    let w2 = wait_ip(&srv, "ud", "w");
+    assert_eq!(public_ip(&w2), wip, "the public address survives a daemon restart");
+    assert_eq!(fetch(&ns, &format!("http://{wip}/")).as_deref(), Some("hello from skiff\n"), "still served after the restart");
+    assert_eq!(veths_of(&ns, &wuid), 1, "one veth for the adopted group");
+
+    // kill -9 in the middle of a group's network setup (fault injection: the daemon aborts
+    // with the veth made and the group side unconfigured), then restart: the group converges.
+    srv.kill9();
+    std::env::set_var("SKIFF_FAULT_ABORT_IN_NET_SETUP", "1");
+    srv.spawn();
+    std::env::remove_var("SKIFF_FAULT_ABORT_IN_NET_SETUP");
+    let pid = srv.server_pid();
+    assert_eq!(srv.put_group("ud", "c", &web(None, &[])).status, 201);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while pid_alive(pid) && std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false) {
+        assert!(std::time::Instant::now() < deadline, "the daemon did not reach the fault point");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    srv.kill9();
+    srv.spawn();
+    let c = wait_ip(&srv, "ud", "c");
+    let cip = public_ip(&c);
+    let cuid = srv.group_uid("ud", "c");
+    let mut served = None;
+    for _ in 0..50 {
+        served = fetch(&ns, &format!("http://{cip}/"));
+        if served.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(served.as_deref(), Some("hello from skiff\n"), "the interrupted group is served after the restart");
+    assert_eq!(veths_of(&ns, &cuid), 1, "no duplicate veth after convergence");
+    assert_eq!(fetch(&ns, &format!("http://{wip}/")).as_deref(), Some("hello from skiff\n"), "the other group is unaffected");
+
+    for g in ["u", "w", "c"] {
+        srv.delete_group("ud", g);
+    }
+    assert_eq!(ns.leak_view(), baseline, "network objects left after delete");
+    assert_eq!(ipam_keys(&srv), "", "address or name reservations left after delete");
+}
+
+#[test]
+fn fifty_groups_created_and_deleted_leak_nothing() {
+    const N: usize = 50;
+    let ns = TestNetns::enter();
+    let srv = TestServer::start_in_netns(Some((ns.name.clone(), ns.server_args())));
+    srv.ensure_rg("many");
+    let baseline = ns.leak_view();
+    for i in 0..N {
+        let mut g = simple_group(&image("busybox:latest"), SLEEP);
+        g["properties"]["containers"][0]["properties"]["resources"] = json!({"requests": {"cpu": 0.01, "memoryInGB": 0.1}});
+        g["properties"]["containers"][0]["properties"]["ports"] = json!([{"port": 80}]);
+        // Every other group has a public address too.
+        let kind = if i % 2 == 0 { "Public" } else { "Private" };
+        g["properties"]["ipAddress"] = json!({"type": kind, "ports": [{"port": 80}], "dnsNameLabel": format!("m{i}")});
+        let r = srv.put_group("many", &format!("m{i}"), &g);
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let mut ips = std::collections::HashSet::new();
+    for i in 0..N {
+        assert!(ips.insert(wait_running_ip(&srv, "many", &format!("m{i}"))), "an address was given twice");
+    }
+    assert!(!ipam_keys(&srv).is_empty());
+    for i in 0..N {
+        let r = srv.request("DELETE", &format!("{}?{API}", TestServer::group_path("many", &format!("m{i}"))), None);
+        assert!(matches!(r.status, 200 | 202 | 204), "{}", r.text);
+    }
+    for i in 0..N {
+        srv.delete_group("many", &format!("m{i}"));
+    }
+    assert_eq!(ns.leak_view(), baseline, "network objects left after deleting {N} groups");
+    assert_eq!(ipam_keys(&srv), "", "address or name reservations left after deleting {N} groups");
+}
