@@ -277,6 +277,18 @@ pub fn authorize(who: &TokenRecord, method: &Method, path: &str, route: Route) -
             }
             Route::Events { subscription, resource_group: rg.map(str::to_string).or(resource_group), follow, since }
         }
+        // Virtual networks are resource-group scoped, like container groups.
+        Route::PutVirtualNetwork(ref v)
+        | Route::GetVirtualNetwork(ref v)
+        | Route::DeleteVirtualNetwork(ref v)
+        | Route::PutSubnet { vnet: ref v, .. }
+        | Route::GetSubnet { vnet: ref v, .. }
+        | Route::DeleteSubnet { vnet: ref v, .. } => {
+            if !in_rg(&v.subscription, &v.resource_group) {
+                return Err(hidden(path));
+            }
+            route
+        }
         Route::GetOperation { ref subscription, .. }
         | Route::GetOperationResult { ref subscription, .. }
         | Route::ListUsages { ref subscription, .. }

@@ -79,6 +79,12 @@ pub(crate) async fn handle(ctx: &Ctx, route: Route) -> ApiResult<Response> {
         Route::UsageRecords { subscription, from, to, group_by, resource_group } => crate::metering::usage_records(ctx, &subscription, from, to, group_by, resource_group).await,
         Route::Events { subscription, resource_group, follow, since } => crate::metering::events(ctx, &subscription, resource_group, follow, since).await,
         Route::GroupMetrics { group, metric_names, interval } => crate::telemetry::group_metrics(ctx, &group, metric_names, interval).await,
+        Route::PutVirtualNetwork(v) => crate::vnets::put_vnet(ctx, &v).await,
+        Route::GetVirtualNetwork(v) => crate::vnets::get_vnet(ctx, &v).await,
+        Route::DeleteVirtualNetwork(v) => crate::vnets::delete_vnet(ctx, &v).await,
+        Route::PutSubnet { vnet, subnet } => crate::vnets::put_subnet(ctx, &vnet, &subnet).await,
+        Route::GetSubnet { vnet, subnet } => crate::vnets::get_subnet(ctx, &vnet, &subnet).await,
+        Route::DeleteSubnet { vnet, subnet } => crate::vnets::delete_subnet(ctx, &vnet, &subnet).await,
     }
 }
 

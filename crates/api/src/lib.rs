@@ -21,6 +21,7 @@ mod shares;
 pub mod route;
 pub mod streams;
 pub mod telemetry;
+mod vnets;
 
 use std::sync::Arc;
 
@@ -72,11 +73,13 @@ pub struct ApiConfig {
     pub tls: bool,
     /// Metrics shared with the agent: served at `/metrics` and by the metrics view.
     pub telemetry: Arc<skiff_telemetry::Telemetry>,
+    /// Address blocks virtual networks may not use (the host's default private CIDR).
+    pub network_reserved: Vec<String>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, secrets: None, quota_memory_gb: 4000.0, auth: None, tls: false, telemetry: Default::default() }
+        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, secrets: None, quota_memory_gb: 4000.0, auth: None, tls: false, telemetry: Default::default(), network_reserved: Vec::new() }
     }
 }
 

@@ -17,6 +17,14 @@ pub struct GroupRef {
     pub name: String,
 }
 
+/// One virtual network, as named by the request path (user's casing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VnetRef {
+    pub subscription: String,
+    pub resource_group: String,
+    pub name: String,
+}
+
 /// Paging query of a list call: `$top` (page size) and `$skipToken` (opaque continuation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
@@ -87,6 +95,18 @@ pub enum Route {
     /// Skiff extension, Azure Monitor-shaped: `GET P/providers/Microsoft.Insights/metrics?metricnames=&interval=`
     /// (any `YYYY-MM-DD` api-version, as Azure Monitor's own differ from ACI's).
     GroupMetrics { group: GroupRef, metric_names: Option<String>, interval: Option<String> },
+    /// `PUT /subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks/{vnet}`
+    PutVirtualNetwork(VnetRef),
+    /// `GET …/virtualNetworks/{vnet}`
+    GetVirtualNetwork(VnetRef),
+    /// `DELETE …/virtualNetworks/{vnet}`
+    DeleteVirtualNetwork(VnetRef),
+    /// `PUT …/virtualNetworks/{vnet}/subnets/{subnet}`
+    PutSubnet { vnet: VnetRef, subnet: String },
+    /// `GET …/virtualNetworks/{vnet}/subnets/{subnet}`
+    GetSubnet { vnet: VnetRef, subnet: String },
+    /// `DELETE …/virtualNetworks/{vnet}/subnets/{subnet}`
+    DeleteSubnet { vnet: VnetRef, subnet: String },
 }
 
 /// A parsed request: the route and the api-version it was called with.
@@ -106,6 +126,7 @@ enum VersionRule {
 }
 
 const PROVIDER_LC: &str = "microsoft.containerinstance";
+const NETWORK_LC: &str = "microsoft.network";
 
 fn not_found(path: &str) -> ArmError {
     ArmError::new(404, "NotFound", format!("The requested resource '{path}' was not found."))
@@ -252,6 +273,36 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Routed,
                         _ => return Err(invalid_resource_type(path)),
                     };
                     (r, VersionRule::ContainerInstance)
+                }
+                ["resourcegroups", _, "providers", ns, rest @ ..] if *ns == NETWORK_LC => {
+                    names::validate_subscription_id(&subscription)?;
+                    let resource_group = segs[3].clone();
+                    names::validate_resource_group_name(&resource_group)?;
+                    let r = match rest {
+                        ["virtualnetworks", _, tail @ ..] => {
+                            let vnet = VnetRef { subscription, resource_group, name: segs[7].clone() };
+                            match tail {
+                                [] => match m {
+                                    Method::PUT => Some(Route::PutVirtualNetwork(vnet)),
+                                    Method::GET => Some(Route::GetVirtualNetwork(vnet)),
+                                    Method::DELETE => Some(Route::DeleteVirtualNetwork(vnet)),
+                                    _ => None,
+                                },
+                                ["subnets", _] => {
+                                    let subnet = segs[9].clone();
+                                    match m {
+                                        Method::PUT => Some(Route::PutSubnet { vnet, subnet }),
+                                        Method::GET => Some(Route::GetSubnet { vnet, subnet }),
+                                        Method::DELETE => Some(Route::DeleteSubnet { vnet, subnet }),
+                                        _ => None,
+                                    }
+                                }
+                                _ => return Err(not_found(path)),
+                            }
+                        }
+                        _ => return Err(not_found(path)),
+                    };
+                    (r, VersionRule::Resources)
                 }
                 ["resourcegroups", _, "providers", ns, rest @ ..] => {
                     if *ns != PROVIDER_LC {
@@ -437,6 +488,23 @@ mod tests {
         assert!(parse(&Method::GET, &format!("{P}/providers/Microsoft.Insights/metrics"), Some(V)).is_ok());
         assert_eq!(err(Method::POST, &format!("{P}/providers/Microsoft.Insights/metrics"), Some(V)).status, 405);
         assert_eq!(err(Method::GET, &format!("{P}/providers/Microsoft.Insights/other"), Some(V)).code, "InvalidResourceType");
+    }
+
+    #[test]
+    fn network_routes() {
+        let v = VnetRef { subscription: "Sub".into(), resource_group: "Demo".into(), name: "Net1".into() };
+        let base = "/subscriptions/Sub/resourceGroups/Demo/providers/Microsoft.Network/virtualNetworks/Net1";
+        let q = Some("api-version=2023-09-01");
+        assert_eq!(parse(&Method::PUT, base, q).unwrap().route, Route::PutVirtualNetwork(v.clone()));
+        assert_eq!(parse(&Method::GET, &base.to_ascii_lowercase().replace("demo", "Demo").replace("net1", "Net1").replace("sub/", "Sub/"), q).unwrap().route, Route::GetVirtualNetwork(v.clone()));
+        assert_eq!(parse(&Method::DELETE, base, q).unwrap().route, Route::DeleteVirtualNetwork(v.clone()));
+        let sn = format!("{base}/subnets/S1");
+        assert_eq!(parse(&Method::PUT, &sn, q).unwrap().route, Route::PutSubnet { vnet: v.clone(), subnet: "S1".into() });
+        assert_eq!(parse(&Method::GET, &sn, q).unwrap().route, Route::GetSubnet { vnet: v.clone(), subnet: "S1".into() });
+        assert_eq!(parse(&Method::DELETE, &sn, q).unwrap().route, Route::DeleteSubnet { vnet: v, subnet: "S1".into() });
+        assert_eq!(err(Method::POST, &sn, q).status, 405);
+        assert_eq!(err(Method::GET, &format!("{base}/peerings/x"), q).status, 404);
+        assert_eq!(err(Method::GET, base, None).code, "MissingApiVersionParameter");
     }
 
     proptest! {

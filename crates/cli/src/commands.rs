@@ -47,6 +47,7 @@ pub async fn dispatch(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliE
         Command::Usage(args) => crate::metering::usage(&ctx, &args, out).await,
         Command::Events(args) => crate::metering::events(&ctx, &args, out).await,
         Command::Token(cmd) => crate::tokens::run(&ctx, cmd, out).await,
+        Command::Network(cmd) => crate::network::run(&ctx, cmd, out).await,
     }
 }
 

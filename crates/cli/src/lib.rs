@@ -35,6 +35,7 @@ pub mod wss;
 pub mod tokens;
 pub mod pod;
 pub mod quantity;
+pub mod network;
 
 pub use error::CliError;
 
@@ -102,6 +103,9 @@ pub enum Command {
     /// Manage API tokens (admin token only).
     #[command(subcommand)]
     Token(tokens::TokenCommand),
+    /// Virtual networks and subnets for private groups (like `az network vnet`).
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// Manage Skiff-managed file shares (for `azureFile` volumes).
     #[command(subcommand)]
     Share(ShareCommand),
@@ -225,6 +229,10 @@ pub struct ServerArgs {
     /// Masquerade group traffic out of this interface (unset: groups reach nothing outside).
     #[arg(long)]
     pub egress_interface: Option<String>,
+    /// Let groups open connections to the host's own addresses (API, registry, bridge
+    /// gateways); off by default.
+    #[arg(long)]
+    pub allow_host_access: bool,
     /// Serve plain HTTP instead of TLS (only accepted for a loopback --listen address).
     #[arg(long)]
     pub insecure_http: bool,

@@ -37,6 +37,8 @@ pub struct NetConfig {
     pub dns_zone: String,
     /// Masquerade group traffic out of this interface; `None`: groups reach nothing outside.
     pub egress_interface: Option<String>,
+    /// Let groups open connections to the host itself (off: only replies reach it).
+    pub host_access: bool,
 }
 
 impl Default for NetConfig {
@@ -49,6 +51,7 @@ impl Default for NetConfig {
             dns_listen: None,
             dns_zone: "skiff.local".to_string(),
             egress_interface: None,
+            host_access: false,
         }
     }
 }
@@ -128,7 +131,8 @@ impl Network {
         if cfg.egress_interface.is_some() || cfg.public_interface != "lo" {
             sysctl::ensure("net.ipv4.ip_forward", "1", "forwarding public and egress traffic to groups")?;
         }
-        nft::apply(&nft::base_batch(&[cfg.private_cidr.to_string()], cfg.egress_interface.as_deref()))?;
+        nft::apply(&nft::base_batch(&[cfg.private_cidr.to_string()], cfg.egress_interface.as_deref(), cfg.host_access))?;
+        nft::apply(&nft::spoof_base_batch())?;
         net.ensure_bridge(&cfg.bridge.clone(), cfg.private_cidr, false).await?;
         if let Some(addr) = cfg.dns_listen {
             dns::serve(net.records.clone(), addr).await?;
@@ -181,7 +185,17 @@ impl Network {
         self.nl.del_link(&host).await?;
         self.nl.del_link(&peer).await?;
         let bridge_idx = self.nl.link_index(&bridge).await?.ok_or_else(|| NetlinkError::NoLink(bridge.clone()))?;
-        self.nl.add_group_veth(&host, &peer, bridge_idx, isolated, &spec.netns).await?;
+        // The veth may send only from the group's address; set before the port comes up.
+        let vaddr = nft::add_vaddr_batch(&host, private_ip);
+        let add_veth = self.nl.add_group_veth(&host, &peer, bridge_idx, isolated, &spec.netns);
+        let (veth, spoof) = tokio::join!(add_veth, tokio::task::spawn_blocking(move || nft::apply(&vaddr)));
+        veth?;
+        spoof.map_err(|e| NftError::Spawn(std::io::Error::other(e)))??;
+        // Fault injection for the convergence test: die with the veth made but the group side
+        // not configured yet (the next daemon must finish or remove it).
+        if std::env::var_os("SKIFF_FAULT_ABORT_IN_NET_SETUP").is_some() {
+            std::process::abort();
+        }
         Netlink::in_netns(&spec.netns).await?.configure_group_side(&peer, private_ip, cidr.prefix(), gateway).await?;
         if let (Some(public), Some(ports)) = (public_ip, &spec.public_ports) {
             if let Some(idx) = self.nl.link_index(&self.cfg.public_interface).await? {
@@ -201,13 +215,27 @@ impl Network {
         }
         let held = ipam::all(self.store.as_ref()).await.map_err(|e| NetError::Store("listing addresses", e))?;
         let public: Vec<Ipv4Addr> = held.iter().filter(|(p, _, o)| p == PUBLIC_POOL && o == uid).map(|(_, ip, _)| *ip).collect();
+        // Every step runs even if one fails; the addresses are freed only when all succeeded
+        // (otherwise the next start's sweep finishes the job, the group being gone).
+        let mut first_err: Option<NetError> = None;
         for ip in &public {
             let _ = nft::apply(&nft::delete_element_batch(*ip));
-            self.nl.del_address(&self.cfg.public_interface, *ip).await?;
+            if let Err(e) = self.nl.del_address(&self.cfg.public_interface, *ip).await {
+                first_err.get_or_insert(e.into());
+            }
         }
         let _ = nft::apply(&nft::delete_chain_batch(&names::group_chain(uid)));
-        self.nl.del_link(&names::host_veth(uid)).await?;
-        self.nl.del_link(&names::peer_veth(uid)).await?;
+        for (_, ip, _) in held.iter().filter(|(p, _, o)| p != PUBLIC_POOL && o == uid) {
+            let _ = nft::apply(&nft::delete_vaddr_batch(&names::host_veth(uid), *ip));
+        }
+        for link in [names::host_veth(uid), names::peer_veth(uid)] {
+            if let Err(e) = self.nl.del_link(&link).await {
+                first_err.get_or_insert(e.into());
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
         ipam::release_all(self.store.as_ref(), uid).await.map_err(|e| NetError::Store("freeing addresses", e))?;
         Ok(())
     }
@@ -236,6 +264,14 @@ impl Network {
                 let uid = &chain[names::GROUP_CHAIN_PREFIX.len()..];
                 if !known.contains(uid) {
                     let _ = nft::apply(&nft::delete_chain_batch(&chain));
+                    removed += 1;
+                }
+            }
+        }
+        if let Some(listing) = nft::list_spoof_table()? {
+            for (veth, ip) in nft::vaddr_elements(&listing) {
+                if names::uid_of_veth(&veth).is_none_or(|u| !known.contains(u)) {
+                    let _ = nft::apply(&nft::delete_vaddr_batch(&veth, ip));
                     removed += 1;
                 }
             }

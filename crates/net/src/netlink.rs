@@ -37,6 +37,7 @@ pub enum NetlinkError {
 const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
 const EADDRNOTAVAIL: i32 = 99;
+const EBUSY: i32 = 16;
 
 fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
@@ -147,8 +148,8 @@ impl Netlink {
     /// Remove `ip` from the link named `iface`; absent is fine.
     pub async fn del_address(&self, iface: &str, ip: Ipv4Addr) -> Result<bool, NetlinkError> {
         let Some(index) = self.link_index(iface).await? else { return Ok(false) };
-        let mut addrs = self.handle.address().get().set_link_index_filter(index).execute();
-        while let Some(msg) = addrs.try_next().await.map_err(req(format!("listing addresses of {iface}")))? {
+        let msgs = self.address_dump(index, iface).await?;
+        for msg in msgs {
             let matches = msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(a)) | AddressAttribute::Address(IpAddr::V4(a)) if *a == ip));
             if matches {
                 return match self.handle.address().del(msg).execute().await {
@@ -160,12 +161,28 @@ impl Netlink {
         Ok(false)
     }
 
+    /// The address messages of one link. The handle shares one netlink socket, and the kernel
+    /// answers EBUSY to a dump started while another dump on that socket is running (many
+    /// groups torn down at once), so a busy dump is retried.
+    async fn address_dump(&self, index: u32, iface: &str) -> Result<Vec<rtnetlink::packet_route::address::AddressMessage>, NetlinkError> {
+        let mut attempt = 0;
+        loop {
+            let got: Result<Vec<_>, rtnetlink::Error> = self.handle.address().get().set_link_index_filter(index).execute().try_collect().await;
+            match got {
+                Err(e) if errno(&e) == Some(EBUSY) && attempt < 200 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+                other => return other.map_err(req(format!("listing addresses of {iface}"))),
+            }
+        }
+    }
+
     /// IPv4 addresses on `iface` inside `within`.
     pub async fn addresses(&self, iface: &str) -> Result<Vec<Ipv4Addr>, NetlinkError> {
         let Some(index) = self.link_index(iface).await? else { return Ok(Vec::new()) };
         let mut out = Vec::new();
-        let mut addrs = self.handle.address().get().set_link_index_filter(index).execute();
-        while let Some(msg) = addrs.try_next().await.map_err(req(format!("listing addresses of {iface}")))? {
+        for msg in self.address_dump(index, iface).await? {
             for a in &msg.attributes {
                 if let AddressAttribute::Local(IpAddr::V4(ip)) = a {
                     out.push(*ip);

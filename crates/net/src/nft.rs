@@ -79,7 +79,7 @@ fn ct_state(states: &[&str]) -> Value {
 /// The table with its sets, maps and base chains; the base chains' rules are rewritten (so
 /// a changed setting takes effect) while group chains and set elements are kept, so groups
 /// that survived a daemon restart keep their forwarding.
-pub fn base_batch(private_nets: &[String], egress: Option<&str>) -> Value {
+pub fn base_batch(private_nets: &[String], egress: Option<&str>, host_access: bool) -> Value {
     let mut cmds = vec![
         json!({"add": {"table": {"family": FAMILY, "name": TABLE}}}),
         json!({"add": obj("set", json!({"name": "bridges", "type": "ifname"}))}),
@@ -135,9 +135,78 @@ pub fn base_batch(private_nets: &[String], egress: Option<&str>) -> Value {
         vec![meta_in("oifname", "bridges"), json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}), json!({"accept": null})],
     ));
     cmds.push(rule("forward", vec![meta_in("oifname", "bridges"), json!({"drop": null})]));
-    cmds.push(rule("input", vec![meta_in("iifname", "bridges"), ct_state(&["established", "related"]), json!({"accept": null})]));
-    cmds.push(rule("input", vec![meta_in("iifname", "bridges"), json!({"drop": null})]));
+    // Groups never open connections to the host's own addresses (API, registry, gateways)
+    // unless the operator allows it.
+    if !host_access {
+        cmds.push(rule("input", vec![meta_in("iifname", "bridges"), ct_state(&["established", "related"]), json!({"accept": null})]));
+        cmds.push(rule("input", vec![meta_in("iifname", "bridges"), json!({"drop": null})]));
+    }
     json!({"nftables": cmds})
+}
+
+/// Anti-spoofing lives in a second table, `bridge skiff`, because only the bridge family sees
+/// which port (veth) a frame came in on. Set `vaddr` holds `veth . address` of every group;
+/// a frame from a group veth whose IPv4 or ARP sender address is not its own is dropped, and
+/// so is IPv6 (groups have no IPv6 address to speak from).
+pub fn spoof_base_batch() -> Value {
+    let t = |kind: &str, mut body: Value| {
+        body["family"] = json!(SPOOF_FAMILY);
+        body["table"] = json!(TABLE);
+        json!({ kind: body })
+    };
+    let veth = json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": format!("{}*", crate::names::HOST_VETH_PREFIX)}});
+    let not_own = |proto: &str, field: &str| {
+        json!({"match": {"op": "!=", "left": {"concat": [{"meta": {"key": "iifname"}}, {"payload": {"protocol": proto, "field": field}}]}, "right": "@vaddr"}})
+    };
+    let r = |expr: Vec<Value>| json!({"add": t("rule", json!({"chain": "prerouting", "expr": expr}))});
+    json!({"nftables": [
+        {"add": {"table": {"family": SPOOF_FAMILY, "name": TABLE}}},
+        {"add": t("set", json!({"name": "vaddr", "type": ["ifname", "ipv4_addr"]}))},
+        {"add": t("chain", json!({"name": "prerouting", "type": "filter", "hook": "prerouting", "prio": -200, "policy": "accept"}))},
+        {"flush": t("chain", json!({"name": "prerouting"}))},
+        r(vec![veth.clone(), not_own("ip", "saddr"), json!({"drop": null})]),
+        r(vec![veth.clone(), not_own("arp", "saddr ip"), json!({"drop": null})]),
+        r(vec![veth, json!({"match": {"op": "==", "left": {"payload": {"protocol": "ether", "field": "type"}}, "right": "ip6"}}), json!({"drop": null})]),
+    ]})
+}
+
+const SPOOF_FAMILY: &str = "bridge";
+
+fn vaddr_elem(veth: &str, ip: Ipv4Addr) -> Value {
+    json!({"family": SPOOF_FAMILY, "table": TABLE, "name": "vaddr", "elem": [{"concat": [veth, ip.to_string()]}]})
+}
+
+/// Allow `veth` to send from `ip` (and nothing else).
+pub fn add_vaddr_batch(veth: &str, ip: Ipv4Addr) -> Value {
+    json!({"nftables": [{"add": {"element": vaddr_elem(veth, ip)}}]})
+}
+
+pub fn delete_vaddr_batch(veth: &str, ip: Ipv4Addr) -> Value {
+    json!({"nftables": [{"delete": {"element": vaddr_elem(veth, ip)}}]})
+}
+
+/// `veth . address` elements of the anti-spoofing set, from `nft -j list table bridge skiff`.
+pub fn vaddr_elements(listing: &Value) -> Vec<(String, Ipv4Addr)> {
+    listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["set"]["name"] == "vaddr")
+        .flat_map(|o| o["set"]["elem"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| {
+            let c = e["concat"].as_array()?;
+            Some((c.first()?.as_str()?.to_string(), c.get(1)?.as_str()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The anti-spoofing table, or `None` if it does not exist.
+pub fn list_spoof_table() -> Result<Option<Value>, NftError> {
+    let out = Command::new("nft").args(["-j", "list", "table", SPOOF_FAMILY, TABLE]).output().map_err(NftError::Spawn)?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&out.stdout).map(Some).map_err(|e| NftError::Rejected { stderr: format!("unreadable nft output: {e}") })
 }
 
 /// Register a bridge; `intra` lets members of that bridge's subnet reach each other when the
@@ -255,6 +324,19 @@ mod tests {
         assert_eq!(rules[1]["expr"][0]["match"]["right"], 53);
         assert_eq!(rules[1]["expr"][1]["dnat"]["addr"], "10.77.0.2");
         assert!(cmds.iter().all(|c| c.to_string().contains("\"table\":\"skiff\"")));
+    }
+
+    #[test]
+    fn host_access_and_spoofing_batches() {
+        let closed = base_batch(&[], None, false).to_string();
+        let open = base_batch(&[], None, true).to_string();
+        assert!(closed.contains("\"chain\":\"input\",\"expr\""));
+        assert!(!open.contains("\"chain\":\"input\",\"expr\""));
+        let b = spoof_base_batch().to_string();
+        assert!(b.contains("\"family\":\"bridge\"") && b.contains("skv*") && b.contains("saddr ip"));
+        let v: Value = serde_json::from_str(r#"{"nftables":[{"set":{"family":"bridge","name":"vaddr","table":"skiff","elem":[{"concat":["skvabc","10.0.0.2"]}]}}]}"#).unwrap();
+        assert_eq!(vaddr_elements(&v), vec![("skvabc".to_string(), Ipv4Addr::new(10, 0, 0, 2))]);
+        assert_eq!(add_vaddr_batch("skvabc", Ipv4Addr::new(10, 0, 0, 2))["nftables"][0]["add"]["element"]["elem"][0]["concat"][1], "10.0.0.2");
     }
 
     #[test]

@@ -104,6 +104,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tls: !args.insecure_http,
         secrets: Some(secrets),
         telemetry,
+        network_reserved: vec![args.private_cidr.clone()],
         ..ApiConfig::default()
     };
     let app = skiff_api::router(Arc::clone(&store), Arc::new(AgentNode(agent)), api_cfg)
@@ -167,5 +168,6 @@ fn net_config(args: &ServerArgs) -> anyhow::Result<skiff_net::NetConfig> {
         dns_listen: if args.dns_listen.is_empty() { None } else { Some(args.dns_listen.parse().with_context(|| format!("invalid --dns-listen '{}'", args.dns_listen))?) },
         dns_zone: args.dns_zone.clone(),
         egress_interface: args.egress_interface.clone(),
+        host_access: args.allow_host_access,
     })
 }

@@ -78,6 +78,52 @@ impl TestNetns {
         (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
     }
 
+    /// What a deleted group could leak, independent of link state and MACs: interface names,
+    /// IPv4 addresses, and both Skiff nft tables (routing + anti-spoofing).
+    pub fn leak_view(&self) -> String {
+        let mut s: String = self.run(&["ip", "-o", "link"]).1.lines().filter_map(|l| l.split_whitespace().nth(1)).map(|n| format!("link {n}\n")).collect();
+        for cmd in [&["ip", "-o", "-4", "addr"][..], &["nft", "list", "table", "ip", "skiff"], &["nft", "list", "table", "bridge", "skiff"]] {
+            s.push_str(&self.run(cmd).1);
+        }
+        s
+    }
+
+    /// Run `cmd` inside a group's network namespace (the same network the group's containers
+    /// see); returns (success, stdout).
+    pub fn in_group(&self, group_netns: &std::path::Path, cmd: &[&str]) -> (bool, String) {
+        let out = Command::new("nsenter").arg(format!("--net={}", group_netns.display())).args(cmd).output().expect("nsenter");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// A UDP listener on `port` inside `group_netns`, appending each datagram to `file`.
+    pub fn udp_listen(&self, group_netns: &std::path::Path, port: u16, file: &std::path::Path) -> std::process::Child {
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{port}))\nopen('{f}','a').close()\nwhile True:\n  d,a=s.recvfrom(2048)\n  f=open('{f}','a'); f.write(d.decode(errors='replace').strip()+' from '+a[0]+'\\n'); f.close()\n",
+            f = file.display()
+        );
+        let child = Command::new("nsenter").arg(format!("--net={}", group_netns.display())).args(["python3", "-c", &script]).spawn().expect("udp listener");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !file.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child
+    }
+
+    /// Send one UDP datagram from `src` (or any address) to `dst:port`, from `netns` if given.
+    pub fn udp_send(&self, netns: Option<&std::path::Path>, src: Option<&str>, dst: &str, port: u16, payload: &str) {
+        let script = format!("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{}',0))\ns.sendto(b'{payload}',('{dst}',{port}))\n", src.unwrap_or("0.0.0.0"));
+        let mut c = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg("python3");
+                c
+            }
+            None => Command::new("python3"),
+        };
+        let st = c.args(["-c", &script]).status().expect("udp send");
+        assert!(st.success(), "sending a datagram to {dst}:{port} failed");
+    }
+
     /// Lines of `ip -o link` / `ip -o addr` and the nft table, for leak checks.
     pub fn snapshot(&self) -> String {
         let mut s = String::new();
