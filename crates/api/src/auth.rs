@@ -524,6 +524,18 @@ mod tests {
     }
 
     #[test]
+    fn virtual_networks_are_resource_group_scoped() {
+        let t = tok(Some("s1"), Some("rg1"), false);
+        let v = |sub: &str, rg: &str| crate::route::VnetRef { subscription: sub.into(), resource_group: rg.into(), name: "v".into() };
+        assert!(authorize(&t, &Method::PUT, "/", Route::PutVirtualNetwork(v("s1", "RG1"))).is_ok());
+        assert!(authorize(&t, &Method::GET, "/", Route::GetSubnet { vnet: v("s1", "rg1"), subnet: "s".into() }).is_ok());
+        assert_eq!(authorize(&t, &Method::GET, "/", Route::GetVirtualNetwork(v("s1", "rg2"))).unwrap_err().status, 404);
+        assert_eq!(authorize(&t, &Method::DELETE, "/", Route::DeleteSubnet { vnet: v("s2", "rg1"), subnet: "s".into() }).unwrap_err().status, 404);
+        let ro = tok(Some("s1"), None, true);
+        assert_eq!(authorize(&ro, &Method::PUT, "/", Route::PutSubnet { vnet: v("s1", "rg9"), subnet: "s".into() }).unwrap_err().status, 403);
+    }
+
+    #[test]
     fn resource_group_scope_narrows_lists() {
         let t = tok(Some("s1"), Some("rg1"), false);
         let a = authorize(&t, &Method::GET, "/", Route::ListGroups { subscription: "s1".into(), page: Page::default() }).unwrap();

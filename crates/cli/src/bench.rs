@@ -187,7 +187,13 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs, out: &mut (dyn Write + Send)) -> R
     let rg = &args.resource_group;
     let timeout = Duration::from_secs(args.timeout);
     let location = ensure_resource_group(ctx, rg, None).await?;
-    let body = bench_group(&args.image, &location);
+    let mut body = bench_group(&args.image, &location);
+    if args.public_ip {
+        // A public address forwarding one port: the full per-group network setup (veth,
+        // private and public address, DNAT chain).
+        body["properties"]["containers"][0]["properties"]["ports"] = json!([{"port": 80}]);
+        body["properties"]["ipAddress"] = json!({"type": "Public", "ports": [{"port": 80}]});
+    }
 
     eprintln!("skiff: pre-pulling {} (create + delete of one group)...", args.image);
     let warm = "skiff-bench-warmup";
@@ -227,6 +233,7 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs, out: &mut (dyn Write + Send)) -> R
         let doc = json!({
             "image": args.image,
             "count": args.count,
+            "public_ip": args.public_ip,
             "skiff": skiff,
             "peer": {"name": args.peer, "stats": peer, "error": peer_error},
             "ratio_median": peer.as_ref().map(|p| skiff.median_ms / p.median_ms),

@@ -530,6 +530,9 @@ pub struct BenchArgs {
     /// Give up waiting for Running after this many seconds (per create).
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Give each benchmark group a public IP forwarding one port (measures network setup).
+    #[arg(long)]
+    pub public_ip: bool,
 }
 
 /// Run a client subcommand with a fresh current-thread tokio runtime; prints errors as
