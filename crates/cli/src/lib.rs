@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod bench;
+pub mod bench_suite;
 pub mod build;
 pub mod client;
 pub mod commands;
@@ -497,6 +498,43 @@ pub enum ContainerCommand {
 pub enum BenchCommand {
     /// API create → Running latency of a cached image, against `podman run`.
     Create(BenchArgs),
+    /// Sequential creates of a group with a public IP and a port: create→Running and
+    /// create→first byte, against `podman run -d -p`.
+    ColdStart(ScenarioArgs),
+    /// N groups created at once: time until all are Running, against N concurrent `podman run -d`.
+    Burst(ScenarioArgs),
+    /// N idle groups: daemon RSS and per-group supervisor memory, against conmon per container.
+    Density(ScenarioArgs),
+}
+
+/// Arguments of the benchmark suite's scenarios (bench/run.sh).
+#[derive(Debug, Clone, Args)]
+pub struct ScenarioArgs {
+    #[arg(long, default_value = "127.0.0.1:5000/busybox-httpd:latest")]
+    pub image: String,
+    /// Number of groups (sequential creates for cold-start, concurrent for burst).
+    #[arg(short = 'n', long = "count", default_value_t = 50)]
+    pub count: usize,
+    /// Peer to compare with (`podman`, or `none`).
+    #[arg(long, default_value = "podman")]
+    pub peer: String,
+    /// Name prefix of the peer's containers (removed afterwards).
+    #[arg(long, default_value = "skiff-bench-peer")]
+    pub peer_prefix: String,
+    #[arg(short = 'g', long = "resource-group", default_value = "skiff-bench")]
+    pub resource_group: String,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+    /// Give up waiting for one group after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// PID of the skiff server (density).
+    #[arg(long)]
+    pub daemon_pid: Option<u32>,
+    /// The server's data dir, to recognise its supervisors (density).
+    #[arg(long = "bench-data-dir", env = "SKIFF_DATA_DIR", default_value = "/var/lib/skiff")]
+    pub data_dir: String,
 }
 
 #[derive(Debug, Clone, Args)]
