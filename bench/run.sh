@@ -131,7 +131,7 @@ REG_PID=$!
 log "skiff server in netns $NS"
 "${IN_NS[@]}" "$BIN" server --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --run-dir "$RUN" \
   --cgroup-parent "$CG" --insecure-http --dns-listen 127.0.0.1:53 --dns-zone skiff.test \
-  --stop-grace-ms 300 >"$WORK/server.log" 2>&1 &
+  --stop-grace-ms 300 --rate-limit 1000000 >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 300); do
   if [ -f "$WORK/data/admin.token" ] && "${IN_NS[@]}" curl -fsS -o /dev/null "http://$REG_ADDR/v2/" 2>/dev/null \
@@ -183,4 +183,5 @@ jq -s --arg date "$(date -u +%FT%TZ)" --arg host "$(uname -srm); $(nproc) cpus; 
   --arg rev "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" --argjson quick "$QUICK" \
   '{date: $date, machine: $host, commit: $rev, quick: ($quick == 1), scenarios: .}' "$WORK"/result-*.json >"$RESULTS/latest.json"
 echo; log "JSON: $RESULTS/latest.json (server log was $WORK/server.log; removed on exit)"
-grep -o 'supervisor started.*elapsed_ms[^ ]*' "$WORK/server.log" | tail -3 >&2 || true
+# The daemon's own view of the last starts (ANSI colours stripped).
+sed 's/\x1b\[[0-9;]*m//g' "$WORK/server.log" | grep -o 'supervisor started.*elapsed_ms=[0-9.]*' | tail -3 >&2 || true

@@ -26,6 +26,8 @@ use crate::output::table;
 use crate::ScenarioArgs;
 
 const TIGHT_POLL: Duration = Duration::from_millis(2);
+/// Poll interval of each group when many are created at once (the resolution of burst times).
+const BURST_POLL: Duration = Duration::from_millis(20);
 /// Host port the podman peer publishes (inside the benchmark's network namespace).
 const PEER_PORT: u16 = 18080;
 
@@ -50,6 +52,12 @@ fn group_body(image: &str, location: &str, public_port: Option<u16>) -> Value {
 
 /// PUT → the first GET whose instance view says Running; returns that time and the group.
 async fn create_running(ctx: &Ctx, rg: &str, name: &str, body: &Value, timeout: Duration) -> Result<(Duration, Value), CliError> {
+    create_running_every(ctx, rg, name, body, timeout, TIGHT_POLL).await
+}
+
+/// [`create_running`] polling every `poll` (many concurrent pollers would otherwise load the
+/// daemon they measure).
+async fn create_running_every(ctx: &Ctx, rg: &str, name: &str, body: &Value, timeout: Duration, poll: Duration) -> Result<(Duration, Value), CliError> {
     let c = &ctx.client;
     let url = c.group_url(rg, name);
     let t0 = Instant::now();
@@ -58,7 +66,7 @@ async fn create_running(ctx: &Ctx, rg: &str, name: &str, body: &Value, timeout: 
         let g = match c.get_json(&url).await {
             Ok(g) => g,
             Err(e) if e.is_not_found() && t0.elapsed() < timeout => {
-                tokio::time::sleep(TIGHT_POLL).await;
+                tokio::time::sleep(poll).await;
                 continue;
             }
             Err(e) => return Err(e),
@@ -74,7 +82,7 @@ async fn create_running(ctx: &Ctx, rg: &str, name: &str, body: &Value, timeout: 
         if t0.elapsed() > timeout {
             return Err(CliError::usage(format!("bench group '{name}' not Running after {}s", timeout.as_secs())));
         }
-        tokio::time::sleep(TIGHT_POLL).await;
+        tokio::time::sleep(poll).await;
     }
 }
 
@@ -321,7 +329,7 @@ pub async fn burst(ctx: &Ctx, args: &ScenarioArgs, out: &mut (dyn Write + Send))
     let names: Vec<String> = (0..args.count).map(|i| format!("skiff-bench-burst-{i}")).collect();
     eprintln!("burst: creating {} groups at once", names.len());
     let t0 = Instant::now();
-    let results = join_all(names.iter().map(|n| create_running(ctx, rg, n, &body, timeout))).await;
+    let results = join_all(names.iter().map(|n| create_running_every(ctx, rg, n, &body, timeout, BURST_POLL))).await;
     let all = t0.elapsed();
     join_all(names.iter().map(|n| delete_and_wait(ctx, rg, n))).await;
     let mut each = Vec::new();
@@ -422,7 +430,7 @@ pub async fn density(ctx: &Ctx, args: &ScenarioArgs, out: &mut (dyn Write + Send
     let names: Vec<String> = (0..args.count).map(|i| format!("skiff-bench-dens-{i}")).collect();
     let mut result = Ok(());
     for chunk in names.chunks(20) {
-        for r in join_all(chunk.iter().map(|n| create_running(ctx, rg, n, &body, timeout))).await {
+        for r in join_all(chunk.iter().map(|n| create_running_every(ctx, rg, n, &body, timeout, BURST_POLL))).await {
             if let Err(e) = r {
                 result = Err(e);
             }
