@@ -2,9 +2,10 @@
 # Skiff benchmark suite (docs/BENCHMARKS.md): Skiff and its peers in one run, same images,
 # same local registry.
 #
-#   bash bench/run.sh [--quick] [--no-build] [--bin PATH] [--count N] [--density N] [scenario...]
+#   bash bench/run.sh [--quick] [--no-build] [--bin PATH] [--count N] [--density N]
+#                    [--api N] [--restart N] [scenario...]
 #
-# Scenarios (default: cold-start burst density):
+# Scenarios (default: cold-start burst density api restart):
 #   cold-start  N sequential creates (default 50, --quick 5) of busybox-httpd with a public IP
 #               and port 80: create→Running and create→first byte; peers `podman run -d -p`
 #               and `crun run` of /bin/true (the floor)
@@ -12,6 +13,10 @@
 #               concurrent `podman run -d`
 #   density     N idle groups (default 100, --quick 5; the issue's number is 500: --density 500):
 #               daemon RSS and supervisor PSS per group; peer conmon per podman container
+#   api         GET and list latency/throughput (8 clients, 5 s each) while N groups exist
+#               (default 100, --quick 5; the issue's number is 200: --api 200); no peer
+#   restart     N live groups (default 100, --quick 5; the issue's 500: --restart 500), SIGTERM and
+#               restart the daemon: time until the API answers and all groups show Running
 # --count N overrides N of cold-start and burst. --bin PATH: use this skiff binary and do not
 # build (CI's smoke run uses the debug build it already has; its timings mean nothing).
 #
@@ -29,7 +34,7 @@ exec </dev/null
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-QUICK=0; BUILD=1; BIN_ARG=""; COUNT=""; DENSITY=""; SCENARIOS=()
+QUICK=0; BUILD=1; BIN_ARG=""; COUNT=""; DENSITY=""; APIN=""; RESTARTN=""; SCENARIOS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -37,15 +42,17 @@ while [ $# -gt 0 ]; do
     --bin) BIN_ARG=$2; BUILD=0; shift ;;
     --count) COUNT=$2; shift ;;
     --density) DENSITY=$2; shift ;;
+    --api) APIN=$2; shift ;;
+    --restart) RESTARTN=$2; shift ;;
     -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
-    cold-start|burst|density) SCENARIOS+=("$1") ;;
+    cold-start|burst|density|api|restart) SCENARIOS+=("$1") ;;
     *) echo "bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(cold-start burst density)
-if [ "$QUICK" = 1 ]; then N_COLD=${COUNT:-5}; N_BURST=${COUNT:-10}; N_DENS=${DENSITY:-5}
-else N_COLD=${COUNT:-50}; N_BURST=${COUNT:-100}; N_DENS=${DENSITY:-100}; fi
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(cold-start burst density api restart)
+if [ "$QUICK" = 1 ]; then N_COLD=${COUNT:-5}; N_BURST=${COUNT:-10}; N_DENS=${DENSITY:-5}; N_API=${APIN:-5}; N_RESTART=${RESTARTN:-5}
+else N_COLD=${COUNT:-50}; N_BURST=${COUNT:-100}; N_DENS=${DENSITY:-100}; N_API=${APIN:-100}; N_RESTART=${RESTARTN:-100}; fi
 
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: ERROR: $*" >&2; exit 1; }
@@ -91,6 +98,9 @@ cleanup() {
     kill -TERM "$SERVER_PID"; for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null
   fi
+  # Last resort: supervisors of our data dir that the API did not delete (ours, by pid).
+  local pid
+  for pid in $(pgrep -f "supervisor --group-dir $WORK/" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
   if [ "$HAVE_PODMAN" = 1 ]; then
     local names
     names=$(podman ps -a --format '{{.Names}}' 2>/dev/null | grep "^$TAG-" || true)
@@ -128,17 +138,24 @@ ip netns add "$NS"
 "${IN_NS[@]}" docker-registry serve "$REG_CONF" >"$WORK/registry.log" 2>&1 &
 REG_PID=$!
 
-log "skiff server in netns $NS"
+start_server() {
 "${IN_NS[@]}" "$BIN" server --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --run-dir "$RUN" \
   --cgroup-parent "$CG" --insecure-http --dns-listen 127.0.0.1:53 --dns-zone skiff.test \
-  --stop-grace-ms 300 --rate-limit 1000000 >"$WORK/server.log" 2>&1 &
+  --stop-grace-ms 300 --rate-limit 1000000 >>"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
+}
+wait_server() {
 for _ in $(seq 300); do
   if [ -f "$WORK/data/admin.token" ] && "${IN_NS[@]}" curl -fsS -o /dev/null "http://$REG_ADDR/v2/" 2>/dev/null \
-     && "${IN_NS[@]}" curl -sS -o /dev/null "$SKIFF_SERVER/" 2>/dev/null; then break; fi
+     && "${IN_NS[@]}" curl -sS -o /dev/null "$SKIFF_SERVER/" 2>/dev/null; then return 0; fi
   kill -0 "$SERVER_PID" 2>/dev/null || { tail -20 "$WORK/server.log" >&2; die "skiff server exited"; }
   sleep 0.1
 done
+die "skiff server did not answer within 30 s"
+}
+log "skiff server in netns $NS"
+start_server
+wait_server
 
 PEER=podman; [ "$HAVE_PODMAN" = 1 ] || PEER=none
 COMMON=(--image "$IMAGE" --peer "$PEER" --peer-prefix "$TAG" -g "$RG")
@@ -176,6 +193,18 @@ for s in "${SCENARIOS[@]}"; do
     density)
       "${IN_NS[@]}" "$BIN" bench density "${COMMON[@]}" -n "$N_DENS" --daemon-pid "$SERVER_PID" \
         --bench-data-dir "$WORK/data" --json-out "$WORK/result-density.json" ;;
+    api)
+      "${IN_NS[@]}" "$BIN" bench api "${COMMON[@]}" -n "$N_API" --json-out "$WORK/result-api.json" ;;
+    restart)
+      log "restart: starting $N_RESTART groups"
+      "${IN_NS[@]}" "$BIN" bench density --image "$IMAGE" --peer none -g "$RG" -n "$N_RESTART" --keep \
+        --daemon-pid "$SERVER_PID" --bench-data-dir "$WORK/data" >/dev/null
+      # SIGTERM: the daemon stops; the groups' supervisors keep running and are re-adopted.
+      kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+      T0=$(date +%s%N)
+      start_server
+      "${IN_NS[@]}" "$BIN" bench wait-all -g "$RG" -n "$N_RESTART" --since-unix-ns "$T0" --json-out "$WORK/result-restart.json"
+      "${IN_NS[@]}" "$BIN" group delete -g "$RG" --yes >/dev/null ;;
   esac
 done
 

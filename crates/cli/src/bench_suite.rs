@@ -443,8 +443,10 @@ pub async fn density(ctx: &Ctx, args: &ScenarioArgs, out: &mut (dyn Write + Send
     let root = group_root.to_string_lossy().into_owned();
     let sups = pids_where(|a| a.iter().any(|x| x == "supervisor") && a.iter().any(|x| x.starts_with(&root)));
     let (srss, spss) = sum_mem(&sups);
-    for chunk in names.chunks(20) {
-        join_all(chunk.iter().map(|n| delete_and_wait(ctx, rg, n))).await;
+    if !args.keep {
+        for chunk in names.chunks(20) {
+            join_all(chunk.iter().map(|n| delete_and_wait(ctx, rg, n))).await;
+        }
     }
     result?;
 
@@ -505,6 +507,124 @@ async fn podman_density(args: &ScenarioArgs) -> Result<(usize, u64, u64), String
     let (rss, pss) = sum_mem(&pids);
     podman_rm(&names).await;
     result.map(|_| (pids.len(), rss, pss))
+}
+
+// ------------------------------------------------------------------ api
+
+/// `workers` concurrent loops GETting `url` for `dur`; latencies and requests per second.
+async fn hammer(ctx: &Ctx, url: &str, workers: usize, dur: Duration) -> Result<(Vec<Duration>, f64), CliError> {
+    let t0 = Instant::now();
+    let loops = join_all((0..workers.max(1)).map(|_| async {
+        let mut lat = Vec::new();
+        while t0.elapsed() < dur {
+            let t = Instant::now();
+            ctx.client.get_json(url).await?;
+            lat.push(t.elapsed());
+        }
+        Ok::<_, CliError>(lat)
+    }))
+    .await;
+    let secs = t0.elapsed().as_secs_f64();
+    let mut all = Vec::new();
+    for l in loops {
+        all.extend(l?);
+    }
+    let rps = all.len() as f64 / secs;
+    Ok((all, rps))
+}
+
+/// `skiff bench api`: GET and list latency/throughput of the API while `count` groups exist.
+pub async fn api(ctx: &Ctx, args: &ScenarioArgs, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    let rg = &args.resource_group;
+    let timeout = Duration::from_secs(args.timeout.max(300));
+    let location = ensure_resource_group(ctx, rg, None).await?;
+    let body = group_body(&args.image, &location, None);
+    let names: Vec<String> = (0..args.count.max(1)).map(|i| format!("skiff-bench-api-{i}")).collect();
+    let mut result = Ok(());
+    for chunk in names.chunks(20) {
+        for r in join_all(chunk.iter().map(|n| create_running_every(ctx, rg, n, &body, timeout, BURST_POLL))).await {
+            if let Err(e) = r {
+                result = Err(e);
+            }
+        }
+    }
+    let dur = Duration::from_secs(args.duration.max(1));
+    let measured = async {
+        result?;
+        let get = hammer(ctx, &ctx.client.group_url(rg, &names[0]), args.concurrency, dur).await?;
+        let list = hammer(ctx, &ctx.client.list_url(Some(rg)), args.concurrency, dur).await?;
+        Ok::<_, CliError>((get, list))
+    }
+    .await;
+    for chunk in names.chunks(20) {
+        join_all(chunk.iter().map(|n| delete_and_wait(ctx, rg, n))).await;
+    }
+    let ((get, get_rps), (list, list_rps)) = measured?;
+    let rows = vec![
+        (format!("GET one group ({:.0} req/s)", get_rps), stats(&get).ok_or_else(|| CliError::usage("no samples"))?),
+        (format!("list first page ({:.0} req/s)", list_rps), stats(&list).ok_or_else(|| CliError::usage("no samples"))?),
+    ];
+    let mut text = format!("{} groups, {} concurrent clients, {} s each\n", names.len(), args.concurrency, dur.as_secs());
+    text.push_str(&rows_table(&rows, &[]));
+    write_str(out, &text)?;
+    write_json(
+        args,
+        &json!({
+            "scenario": "api", "groups": names.len(), "concurrency": args.concurrency, "duration_s": dur.as_secs(),
+            "get_rps": get_rps, "list_rps": list_rps,
+            "rows": rows.iter().map(|(n, s)| json!({"name": n, "stats": s})).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+// ------------------------------------------------------------------ restart
+
+/// `skiff bench wait-all`: after a daemon restart at `--since-unix-ns`, time until the API
+/// answers and until the `count` groups kept by `density --keep` all show Running.
+pub async fn wait_all(ctx: &Ctx, args: &ScenarioArgs, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    let since = args.since_unix_ns.ok_or_else(|| CliError::usage("wait-all needs --since-unix-ns"))?;
+    let rg = &args.resource_group;
+    let timeout = Duration::from_secs(args.timeout.max(60));
+    let t_start = Instant::now();
+    let elapsed = || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        now.saturating_sub(since) as f64 / 1e6
+    };
+    let names: Vec<String> = (0..args.count).map(|i| format!("skiff-bench-dens-{i}")).collect();
+    let api_ms = loop {
+        if ctx.client.get_json(&ctx.client.rg_url(rg)).await.is_ok() {
+            break elapsed();
+        }
+        if t_start.elapsed() > timeout {
+            return Err(CliError::usage("the API did not answer after the restart"));
+        }
+        tokio::time::sleep(TIGHT_POLL).await;
+    };
+    let running = join_all(names.iter().map(|n| async move {
+        let url = ctx.client.group_url(rg, n);
+        loop {
+            if let Ok(g) = ctx.client.get_json(&url).await {
+                if g.pointer("/properties/instanceView/state").and_then(Value::as_str) == Some("Running") {
+                    return Ok(elapsed());
+                }
+            }
+            if t_start.elapsed() > timeout {
+                return Err(CliError::usage(format!("group '{n}' not Running after the restart")));
+            }
+            tokio::time::sleep(BURST_POLL).await;
+        }
+    }))
+    .await;
+    let mut all_ms = 0f64;
+    for r in running {
+        all_ms = all_ms.max(r?);
+    }
+    let rows = vec![
+        vec!["restart → API answers ms".to_string(), format!("{api_ms:.1}")],
+        vec![format!("restart → all {} groups Running ms", names.len()), format!("{all_ms:.1}")],
+    ];
+    write_str(out, &table(&["", "value"], &rows))?;
+    write_json(args, &json!({"scenario": "restart", "groups": names.len(), "api_ms": api_ms, "all_running_ms": all_ms}))
 }
 
 #[cfg(test)]

@@ -505,6 +505,10 @@ pub enum BenchCommand {
     Burst(ScenarioArgs),
     /// N idle groups: daemon RSS and per-group supervisor memory, against conmon per container.
     Density(ScenarioArgs),
+    /// GET and list latency/throughput while N groups exist.
+    Api(ScenarioArgs),
+    /// After a daemon restart: time until the API answers and the groups of `density --keep` are Running.
+    WaitAll(ScenarioArgs),
 }
 
 /// Arguments of the benchmark suite's scenarios (bench/run.sh).
@@ -535,6 +539,18 @@ pub struct ScenarioArgs {
     /// The server's data dir, to recognise its supervisors (density).
     #[arg(long = "bench-data-dir", env = "SKIFF_DATA_DIR", default_value = "/var/lib/skiff")]
     pub data_dir: String,
+    /// Leave the groups in place (density, for a following restart measurement).
+    #[arg(long)]
+    pub keep: bool,
+    /// Seconds each api measurement runs.
+    #[arg(long, default_value_t = 5)]
+    pub duration: u64,
+    /// Concurrent clients of the api scenario.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Wall-clock time (ns since the epoch) the daemon was restarted (wait-all).
+    #[arg(long)]
+    pub since_unix_ns: Option<u128>,
 }
 
 #[derive(Debug, Clone, Args)]
