@@ -40,6 +40,8 @@ fi
 run_extra_suites() {
   local rc=0
   bash scripts/sdk-suites.sh || rc=$?
+  # Smoke run of the benchmark suite (tiny N, debug build) so it cannot rot; never asserts a timing.
+  bash bench/run.sh --quick --bin "${CARGO_TARGET_DIR:-$ROOT/target}/debug/skiff" cold-start || rc=$?
   return "$rc"
 }
 # ---------------------------------------------------------------------------

@@ -92,7 +92,7 @@ fn bench_group(image: &str, location: &str) -> Value {
 }
 
 /// PUT the group and wait until its instance view says Running; returns PUT→Running time.
-async fn create_until_running(ctx: &Ctx, rg: &str, name: &str, body: &Value, timeout: Duration) -> Result<Duration, CliError> {
+pub(crate) async fn create_until_running(ctx: &Ctx, rg: &str, name: &str, body: &Value, timeout: Duration) -> Result<Duration, CliError> {
     let c = &ctx.client;
     let url = c.group_url(rg, name);
     let t0 = Instant::now();
@@ -123,7 +123,7 @@ async fn create_until_running(ctx: &Ctx, rg: &str, name: &str, body: &Value, tim
     }
 }
 
-async fn delete_and_wait(ctx: &Ctx, rg: &str, name: &str) -> Result<(), CliError> {
+pub(crate) async fn delete_and_wait(ctx: &Ctx, rg: &str, name: &str) -> Result<(), CliError> {
     let c = &ctx.client;
     let r = c.send(Method::DELETE, &c.group_url(rg, name), None).await?;
     match c.wait(&Method::DELETE, &r, None, &mut |_| {}).await? {
@@ -135,7 +135,7 @@ async fn delete_and_wait(ctx: &Ctx, rg: &str, name: &str) -> Result<(), CliError
 /// podman's defaults do not work on a host without systemd whose root lacks
 /// CAP_SYS_RESOURCE (its default rlimits exceed the hard limits); unless the operator gave a
 /// `CONTAINERS_CONF`, the peer runs with cgroupfs and rlimits within the hard limits.
-fn podman_conf() -> Option<std::path::PathBuf> {
+pub(crate) fn podman_conf() -> Option<std::path::PathBuf> {
     if std::env::var_os("CONTAINERS_CONF").is_some() {
         return None;
     }
@@ -144,7 +144,7 @@ fn podman_conf() -> Option<std::path::PathBuf> {
     std::fs::write(&path, conf).ok().map(|_| path)
 }
 
-async fn podman(args: &[&str]) -> Result<(), String> {
+pub(crate) async fn podman(args: &[&str]) -> Result<(), String> {
     let mut cmd = tokio::process::Command::new("podman");
     if let Some(conf) = podman_conf() {
         cmd.env("CONTAINERS_CONF", conf);

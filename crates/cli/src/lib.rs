@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod bench;
+pub mod bench_suite;
 pub mod build;
 pub mod client;
 pub mod commands;
@@ -509,6 +510,59 @@ pub enum ContainerCommand {
 pub enum BenchCommand {
     /// API create → Running latency of a cached image, against `podman run`.
     Create(BenchArgs),
+    /// Sequential creates of a group with a public IP and a port: create→Running and
+    /// create→first byte, against `podman run -d -p`.
+    ColdStart(ScenarioArgs),
+    /// N groups created at once: time until all are Running, against N concurrent `podman run -d`.
+    Burst(ScenarioArgs),
+    /// N idle groups: daemon RSS and per-group supervisor memory, against conmon per container.
+    Density(ScenarioArgs),
+    /// GET and list latency/throughput while N groups exist.
+    Api(ScenarioArgs),
+    /// After a daemon restart: time until the API answers and the groups of `density --keep` are Running.
+    WaitAll(ScenarioArgs),
+}
+
+/// Arguments of the benchmark suite's scenarios (bench/run.sh).
+#[derive(Debug, Clone, Args)]
+pub struct ScenarioArgs {
+    #[arg(long, default_value = "127.0.0.1:5000/busybox-httpd:latest")]
+    pub image: String,
+    /// Number of groups (sequential creates for cold-start, concurrent for burst).
+    #[arg(short = 'n', long = "count", default_value_t = 50)]
+    pub count: usize,
+    /// Peer to compare with (`podman`, or `none`).
+    #[arg(long, default_value = "podman")]
+    pub peer: String,
+    /// Name prefix of the peer's containers (removed afterwards).
+    #[arg(long, default_value = "skiff-bench-peer")]
+    pub peer_prefix: String,
+    #[arg(short = 'g', long = "resource-group", default_value = "skiff-bench")]
+    pub resource_group: String,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+    /// Give up waiting for one group after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// PID of the skiff server (density).
+    #[arg(long)]
+    pub daemon_pid: Option<u32>,
+    /// The server's data dir, to recognise its supervisors (density).
+    #[arg(long = "bench-data-dir", env = "SKIFF_DATA_DIR", default_value = "/var/lib/skiff")]
+    pub data_dir: String,
+    /// Leave the groups in place (density, for a following restart measurement).
+    #[arg(long)]
+    pub keep: bool,
+    /// Seconds each api measurement runs.
+    #[arg(long, default_value_t = 5)]
+    pub duration: u64,
+    /// Concurrent clients of the api scenario.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Wall-clock time (ns since the epoch) the daemon was restarted (wait-all).
+    #[arg(long)]
+    pub since_unix_ns: Option<u128>,
 }
 
 #[derive(Debug, Clone, Args)]

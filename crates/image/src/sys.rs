@@ -204,6 +204,10 @@ pub fn userns_with_mapping(host_base: u32, size: u32) -> io::Result<std::os::fd:
             drop(ready_w);
             drop(go_r);
             let finish = |go_w: OwnedFd| {
+                // A byte, not only end-of-file: a helper forked at the same moment by another
+                // thread inherits a copy of this write end, so EOF alone may never come (two
+                // such helpers held each other's pipe and froze both runtime workers in waitpid).
+                let _ = nix::unistd::write(&go_w, &[1u8]);
                 drop(go_w);
                 let _ = nix::sys::wait::waitpid(child, None);
             };

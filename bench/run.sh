@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Skiff benchmark suite (docs/BENCHMARKS.md): Skiff and its peers in one run, same images,
+# same local registry.
+#
+#   bash bench/run.sh [--quick] [--no-build] [--bin PATH] [--count N] [--density N]
+#                    [--api N] [--restart N] [scenario...]
+#
+# Scenarios (default: cold-start burst density api restart):
+#   cold-start  N sequential creates (default 50, --quick 5) of busybox-httpd with a public IP
+#               and port 80: create→Running and create→first byte; peers `podman run -d -p`
+#               and `crun run` of /bin/true (the floor)
+#   burst       N groups at once (default 100, --quick 10), time until all Running; peer N
+#               concurrent `podman run -d`
+#   density     N idle groups (default 100, --quick 5; the issue's number is 500: --density 500):
+#               daemon RSS and supervisor PSS per group; peer conmon per podman container
+#   api         GET and list latency/throughput (8 clients, 5 s each) while N groups exist
+#               (default 100, --quick 5; the issue's number is 200: --api 200); no peer
+#   restart     N live groups (default 100, --quick 5; the issue's 500: --restart 500), SIGTERM and
+#               restart the daemon: time until the API answers and all groups show Running
+# --count N overrides N of cold-start and burst. --bin PATH: use this skiff binary and do not
+# build (CI's smoke run uses the debug build it already has; its timings mean nothing).
+#
+# What it does: builds the release binary (unless --no-build), starts the registry fixture
+# (scripts/test-fixture.sh), creates the network namespace skfbench-PID and runs inside it (via
+# `nsenter --net`) a second registry on the fixture's storage at 127.0.0.1:5100, a `skiff server`
+# with networking on, every client and the podman/crun peers, so the host's interfaces and
+# firewall are never touched. Tables go to stdout; JSON to bench/results/latest.json (one
+# object per scenario). Everything it started (server, groups, registry, podman containers
+# named skfbench-PID-*, crun containers, the namespace, state dirs) is removed on exit.
+# Timings are printed, never asserted.
+set -euo pipefail
+exec </dev/null
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+QUICK=0; BUILD=1; BIN_ARG=""; COUNT=""; DENSITY=""; APIN=""; RESTARTN=""; SCENARIOS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --no-build) BUILD=0 ;;
+    --bin) BIN_ARG=$2; BUILD=0; shift ;;
+    --count) COUNT=$2; shift ;;
+    --density) DENSITY=$2; shift ;;
+    --api) APIN=$2; shift ;;
+    --restart) RESTARTN=$2; shift ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    cold-start|burst|density|api|restart) SCENARIOS+=("$1") ;;
+    *) echo "bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(cold-start burst density api restart)
+if [ "$QUICK" = 1 ]; then N_COLD=${COUNT:-5}; N_BURST=${COUNT:-10}; N_DENS=${DENSITY:-5}; N_API=${APIN:-5}; N_RESTART=${RESTARTN:-5}
+else N_COLD=${COUNT:-50}; N_BURST=${COUNT:-100}; N_DENS=${DENSITY:-100}; N_API=${APIN:-100}; N_RESTART=${RESTARTN:-100}; fi
+
+log() { echo "bench: $*" >&2; }
+die() { echo "bench: ERROR: $*" >&2; exit 1; }
+for c in ip nsenter jq crun curl docker-registry; do
+  command -v "$c" >/dev/null 2>&1 || die "missing $c (run scripts/install-deps.sh)"
+done
+HAVE_PODMAN=1; command -v podman >/dev/null 2>&1 || { HAVE_PODMAN=0; log "podman not found: peers not measured"; }
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=${BIN_ARG:-$TARGET/release/skiff}
+if [ "$BUILD" = 1 ]; then
+  log "building the release binary"
+  cargo build --release -p skiff >&2
+fi
+[ -x "$BIN" ] || die "$BIN missing (build with cargo build --release -p skiff)"
+
+TAG=skfbench-$$
+NS=$TAG
+# Short paths: supervisors' unix sockets live beneath the data dir.
+WORK=/tmp/$TAG
+RUN=/run/$TAG
+CG=$TAG
+PORT=18090
+RG=skiff-bench
+RESULTS=$ROOT/bench/results
+mkdir -p "$WORK" "$RESULTS"
+SERVER_PID=""; REG_PID=""
+IN_NS=(nsenter "--net=/run/netns/$NS")
+PODMAN_CONF=$WORK/containers.conf
+# podman's defaults fail on a host without systemd whose root lacks CAP_SYS_RESOURCE.
+printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n\n[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n' >"$PODMAN_CONF"
+export CONTAINERS_CONF=$PODMAN_CONF
+export SKIFF_SERVER=http://127.0.0.1:$PORT SKIFF_DATA_DIR=$WORK/data
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    # Groups left by a failed scenario: delete them through the API while it is up.
+    "${IN_NS[@]}" "$BIN" group delete -g "$RG" --yes >/dev/null 2>&1
+    kill -TERM "$SERVER_PID"; for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null
+  fi
+  # Last resort: supervisors of our data dir that the API did not delete (ours, by pid).
+  local pid
+  for pid in $(pgrep -f "supervisor --group-dir $WORK/" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+  if [ "$HAVE_PODMAN" = 1 ]; then
+    local names
+    names=$(podman ps -a --format '{{.Names}}' 2>/dev/null | grep "^$TAG-" || true)
+    # shellcheck disable=SC2086
+    [ -z "$names" ] || "${IN_NS[@]}" podman rm -f -t 0 $names >/dev/null 2>&1
+  fi
+  for id in $(crun --root "$RUN/crun" list -q 2>/dev/null); do crun --root "$RUN/crun" delete -f "$id" >/dev/null 2>&1; done
+  if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null; wait "$REG_PID" 2>/dev/null; fi
+  # Mounts a killed server may have left beneath our dirs, deepest first.
+  awk -v w="$WORK/" -v r="$RUN/" 'index($5, w) == 1 || index($5, r) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m"; done
+  ip netns del "$NS" 2>/dev/null
+  # The server's (now empty) cgroup parent, in every hierarchy, children first.
+  for d in /sys/fs/cgroup/"$CG" /sys/fs/cgroup/*/"$CG" /sys/fs/cgroup/"$CG-crun" /sys/fs/cgroup/*/"$CG-crun"; do
+    [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  rm -rf "$WORK" "$RUN"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log "registry fixture"
+bash scripts/test-fixture.sh start >&2
+FIXTURE_DIR=${SKIFF_FIXTURE_DIR:-/tmp/skiff-fixture}
+REG_CONF=$FIXTURE_DIR/registry-anon/config.yml
+[ -f "$REG_CONF" ] || die "$REG_CONF missing: the anonymous registry was not started by this fixture"
+REG_ADDR=127.0.0.1:${SKIFF_TEST_REGISTRY_PORT:-5100}
+IMAGE=$REG_ADDR/busybox-httpd:latest
+
+ip netns add "$NS"
+"${IN_NS[@]}" ip link set lo up
+# A second registry inside the namespace serves the fixture's storage read-only (pulls only), so
+# the namespace needs no link to the host.
+"${IN_NS[@]}" docker-registry serve "$REG_CONF" >"$WORK/registry.log" 2>&1 &
+REG_PID=$!
+
+start_server() {
+"${IN_NS[@]}" "$BIN" server --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --run-dir "$RUN" \
+  --cgroup-parent "$CG" --insecure-http --dns-listen 127.0.0.1:53 --dns-zone skiff.test \
+  --stop-grace-ms 300 --rate-limit 1000000 >>"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+}
+wait_server() {
+for _ in $(seq 300); do
+  if [ -f "$WORK/data/admin.token" ] && "${IN_NS[@]}" curl -fsS -o /dev/null "http://$REG_ADDR/v2/" 2>/dev/null \
+     && "${IN_NS[@]}" curl -sS -o /dev/null "$SKIFF_SERVER/" 2>/dev/null; then return 0; fi
+  kill -0 "$SERVER_PID" 2>/dev/null || { tail -20 "$WORK/server.log" >&2; die "skiff server exited"; }
+  sleep 0.1
+done
+die "skiff server did not answer within 30 s"
+}
+log "skiff server in netns $NS"
+start_server
+wait_server
+
+PEER=podman; [ "$HAVE_PODMAN" = 1 ] || PEER=none
+COMMON=(--image "$IMAGE" --peer "$PEER" --peer-prefix "$TAG" -g "$RG")
+
+# crun run of /bin/true in a bundle of one static busybox: the floor for a cold container.
+crun_floor() {
+  local n=$1 b=$WORK/crun-true bb i t0 t1
+  bb=$(command -v busybox) || { log "no busybox: crun floor skipped"; return 0; }
+  mkdir -p "$b/rootfs/bin"; cp "$bb" "$b/rootfs/bin/busybox"; ln -sf busybox "$b/rootfs/bin/true"
+  rm -f "$b/config.json"; (cd "$b" && crun spec)
+  jq '.process.args = ["/bin/true"] | .process.terminal = false | .linux.cgroupsPath = "/'"$CG"'-crun"' "$b/config.json" >"$b/c.json" && mv "$b/c.json" "$b/config.json"
+  : >"$WORK/crun.ms"
+  for i in $(seq 0 "$n"); do
+    t0=$(date +%s%N)
+    "${IN_NS[@]}" crun --root "$RUN/crun" run -b "$b" "$TAG-true-$i" >/dev/null
+    t1=$(date +%s%N)
+    # The first run warms the page cache; not measured.
+    [ "$i" = 0 ] || echo "$(( (t1 - t0) / 1000 ))" >>"$WORK/crun.ms"
+  done
+  sort -n "$WORK/crun.ms" | awk '{ v[NR] = $1 / 1000 } END {
+      split("0.5 0.9 0.99", q, " "); for (k = 1; k <= 3; k++) { r = int(q[k] * NR); if (r < q[k] * NR) r++; if (r < 1) r = 1; p[k] = v[r] }
+      printf "crun run /bin/true (floor)  n=%d  median %.1f ms  p90 %.1f ms  p99 %.1f ms  max %.1f ms\n", NR, p[1], p[2], p[3], v[NR]
+      printf "{\"scenario\":\"crun-floor\",\"count\":%d,\"median_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f}\n", NR, p[1], p[2], p[3], v[NR] > "/dev/stderr" }' \
+    2>"$WORK/result-crun-floor.json"
+}
+
+for s in "${SCENARIOS[@]}"; do
+  echo; echo "== $s"
+  case "$s" in
+    cold-start)
+      "${IN_NS[@]}" "$BIN" bench cold-start "${COMMON[@]}" -n "$N_COLD" --json-out "$WORK/result-cold-start.json"
+      crun_floor "$N_COLD" || log "crun floor not measured" ;;
+    burst)
+      "${IN_NS[@]}" "$BIN" bench burst "${COMMON[@]}" -n "$N_BURST" --json-out "$WORK/result-burst.json" ;;
+    density)
+      "${IN_NS[@]}" "$BIN" bench density "${COMMON[@]}" -n "$N_DENS" --daemon-pid "$SERVER_PID" \
+        --bench-data-dir "$WORK/data" --json-out "$WORK/result-density.json" ;;
+    api)
+      "${IN_NS[@]}" "$BIN" bench api "${COMMON[@]}" -n "$N_API" --json-out "$WORK/result-api.json" ;;
+    restart)
+      log "restart: starting $N_RESTART groups"
+      "${IN_NS[@]}" "$BIN" bench density --image "$IMAGE" --peer none -g "$RG" -n "$N_RESTART" --keep \
+        --daemon-pid "$SERVER_PID" --bench-data-dir "$WORK/data" >/dev/null
+      # SIGTERM: the daemon stops; the groups' supervisors keep running and are re-adopted.
+      kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+      T0=$(date +%s%N)
+      start_server
+      "${IN_NS[@]}" "$BIN" bench wait-all -g "$RG" -n "$N_RESTART" --since-unix-ns "$T0" --json-out "$WORK/result-restart.json"
+      "${IN_NS[@]}" "$BIN" group delete -g "$RG" --yes >/dev/null ;;
+  esac
+done
+
+jq -s --arg date "$(date -u +%FT%TZ)" --arg host "$(uname -srm); $(nproc) cpus; $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)" \
+  --arg rev "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" --argjson quick "$QUICK" \
+  '{date: $date, machine: $host, commit: $rev, quick: ($quick == 1), scenarios: .}' "$WORK"/result-*.json >"$RESULTS/latest.json"
+echo; log "JSON: $RESULTS/latest.json (server log was $WORK/server.log; removed on exit)"
+# The daemon's own view of the last starts (ANSI colours stripped).
+sed 's/\x1b\[[0-9;]*m//g' "$WORK/server.log" | grep -o 'supervisor started.*elapsed_ms=[0-9.]*' | tail -3 >&2 || true
