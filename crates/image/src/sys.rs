@@ -265,3 +265,42 @@ pub fn idmapped_bind(src: &Path, target: &Path, userns: std::os::fd::BorrowedFd<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Regression: helpers forked at the same moment by two threads used to inherit each
+    /// other's "go" pipe and wait for an end-of-file that never came, freezing both callers in
+    /// waitpid (found by `bench/run.sh restart`). Needs root; a watchdog turns a hang into a
+    /// failure (the stuck threads are left behind, the test process ends anyway).
+    #[test]
+    fn concurrent_userns_helpers_do_not_deadlock() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        for t in 0..4u32 {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    if let Err(e) = super::userns_with_mapping(3_000_000 + t * 65_536, 65_536) {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                }
+                let _ = tx.send(Ok(()));
+            });
+        }
+        drop(tx);
+        for _ in 0..4 {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("userns_with_mapping failed: {e}"),
+                Err(_) => panic!("userns helpers deadlocked (no progress within 60 s)"),
+            }
+        }
+    }
+}
