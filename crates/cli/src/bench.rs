@@ -93,34 +93,7 @@ fn bench_group(image: &str, location: &str) -> Value {
 
 /// PUT the group and wait until its instance view says Running; returns PUT→Running time.
 pub(crate) async fn create_until_running(ctx: &Ctx, rg: &str, name: &str, body: &Value, timeout: Duration) -> Result<Duration, CliError> {
-    let c = &ctx.client;
-    let url = c.group_url(rg, name);
-    let t0 = Instant::now();
-    c.send(Method::PUT, &url, Some(body)).await?;
-    loop {
-        let g = match c.get_json(&url).await {
-            Ok(g) => g,
-            // Tolerate a server that makes the group visible a moment after the PUT.
-            Err(e) if e.is_not_found() && t0.elapsed() < timeout => {
-                tokio::time::sleep(TIGHT_POLL).await;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let state = g.pointer("/properties/instanceView/state").and_then(Value::as_str).unwrap_or("");
-        let prov = g.pointer("/properties/provisioningState").and_then(Value::as_str).unwrap_or("");
-        if state == "Running" {
-            return Ok(t0.elapsed());
-        }
-        if matches!(state, "Failed" | "Succeeded" | "Stopped") || prov == "Failed" {
-            let events = crate::output::event_lines(&g).join("\n  ");
-            return Err(CliError::usage(format!("bench group '{name}' ended {state}/{prov} instead of Running:\n  {events}")));
-        }
-        if t0.elapsed() > timeout {
-            return Err(CliError::usage(format!("bench group '{name}' not Running after {}s", timeout.as_secs())));
-        }
-        tokio::time::sleep(TIGHT_POLL).await;
-    }
+    crate::bench_suite::create_running_every(ctx, rg, name, body, timeout, TIGHT_POLL).await.map(|(elapsed, _)| elapsed)
 }
 
 pub(crate) async fn delete_and_wait(ctx: &Ctx, rg: &str, name: &str) -> Result<(), CliError> {

@@ -57,7 +57,7 @@ async fn create_running(ctx: &Ctx, rg: &str, name: &str, body: &Value, timeout: 
 
 /// [`create_running`] polling every `poll` (many concurrent pollers would otherwise load the
 /// daemon they measure).
-async fn create_running_every(ctx: &Ctx, rg: &str, name: &str, body: &Value, timeout: Duration, poll: Duration) -> Result<(Duration, Value), CliError> {
+pub(crate) async fn create_running_every(ctx: &Ctx, rg: &str, name: &str, body: &Value, timeout: Duration, poll: Duration) -> Result<(Duration, Value), CliError> {
     let c = &ctx.client;
     let url = c.group_url(rg, name);
     let t0 = Instant::now();
@@ -77,7 +77,8 @@ async fn create_running_every(ctx: &Ctx, rg: &str, name: &str, body: &Value, tim
             return Ok((t0.elapsed(), g));
         }
         if matches!(state, "Failed" | "Succeeded" | "Stopped") || prov == "Failed" {
-            return Err(CliError::usage(format!("bench group '{name}' ended {state}/{prov} instead of Running")));
+            let events = crate::output::event_lines(&g).join("\n  ");
+            return Err(CliError::usage(format!("bench group '{name}' ended {state}/{prov} instead of Running:\n  {events}")));
         }
         if t0.elapsed() > timeout {
             return Err(CliError::usage(format!("bench group '{name}' not Running after {}s", timeout.as_secs())));
