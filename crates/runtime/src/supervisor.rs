@@ -269,12 +269,11 @@ impl Supervisor {
         let sigchld = signal(SignalKind::child())?;
         let sigterm = signal(SignalKind::terminate())?;
         let ctx = BundleContext::detect();
-        let mut inits = Vec::new();
-        for c in &p.plan.init_containers {
+        // Init containers only need a short event channel: nothing attaches to them for long.
+        let new_ctr = |c: &ContainerPlan, events: usize| -> std::io::Result<Ctr> {
             let bundle = bundle::write_bundle(&p.dir, &p.plan, c, &ctx)?;
-            let log =
-                LogWriter::open(crate::logs::log_path(&p.dir, &c.name), p.plan.log_max_bytes)?;
-            inits.push(Ctr {
+            let log = LogWriter::open(crate::logs::log_path(&p.dir, &c.name), p.plan.log_max_bytes)?;
+            Ok(Ctr {
                 plan: c.clone(),
                 id: p.plan.container_id(&c.name),
                 bundle,
@@ -284,32 +283,16 @@ impl Supervisor {
                 generation: 0,
                 restart_pending: false,
                 log: Arc::new(Mutex::new(log)),
-                events: broadcast::channel(16).0,
+                events: broadcast::channel(events).0,
                 probes: Vec::new(),
                 liveness: Default::default(),
                 readiness: Default::default(),
-            });
-        }
+            })
+        };
+        let inits = p.plan.init_containers.iter().map(|c| new_ctr(c, 16)).collect::<std::io::Result<Vec<_>>>()?;
         let mut ctrs = Vec::new();
         for c in &p.plan.containers {
-            let bundle = bundle::write_bundle(&p.dir, &p.plan, c, &ctx)?;
-            let log =
-                LogWriter::open(crate::logs::log_path(&p.dir, &c.name), p.plan.log_max_bytes)?;
-            ctrs.push(Ctr {
-                plan: c.clone(),
-                id: p.plan.container_id(&c.name),
-                bundle,
-                pid: None,
-                started: None,
-                backoff: Backoff::default(),
-                generation: 0,
-                restart_pending: false,
-                log: Arc::new(Mutex::new(log)),
-                events: broadcast::channel(256).0,
-                probes: Vec::new(),
-                liveness: Default::default(),
-                readiness: Default::default(),
-            });
+            ctrs.push(new_ctr(c, 256)?);
         }
         let status = GroupStatus {
             group_id: p.plan.group_id.clone(),
