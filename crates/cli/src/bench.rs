@@ -54,21 +54,19 @@ pub fn stats(samples: &[Duration]) -> Option<Stats> {
     })
 }
 
+/// A table row of `a`'s statistics divided by `b`'s (`-` where `b` is zero).
+pub(crate) fn ratio_row(label: String, a: &Stats, b: &Stats) -> Vec<String> {
+    let r = |x: f64, y: f64| if y > 0.0 { format!("{:.2}x", x / y) } else { "-".into() };
+    vec![label, String::new(), r(a.median_ms, b.median_ms), r(a.p90_ms, b.p90_ms), r(a.p99_ms, b.p99_ms), r(a.max_ms, b.max_ms)]
+}
+
 /// The report table: one row per tool plus the ratio row (skiff / peer).
 pub fn report_table(skiff: &Stats, peer_name: &str, peer: Option<&Stats>) -> String {
     let f = |v: f64| format!("{v:.1}");
     let mut rows = vec![vec!["skiff (API create→Running)".to_string(), skiff.count.to_string(), f(skiff.median_ms), f(skiff.p90_ms), f(skiff.p99_ms), f(skiff.max_ms)]];
     if let Some(p) = peer {
         rows.push(vec![format!("{peer_name} run --rm"), p.count.to_string(), f(p.median_ms), f(p.p90_ms), f(p.p99_ms), f(p.max_ms)]);
-        let r = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
-        rows.push(vec![
-            format!("ratio skiff/{peer_name}"),
-            String::new(),
-            r(skiff.median_ms, p.median_ms),
-            r(skiff.p90_ms, p.p90_ms),
-            r(skiff.p99_ms, p.p99_ms),
-            r(skiff.max_ms, p.max_ms),
-        ]);
+        rows.push(ratio_row(format!("ratio skiff/{peer_name}"), skiff, p));
     }
     table(&["", "n", "median ms", "p90 ms", "p99 ms", "max ms"], &rows)
 }

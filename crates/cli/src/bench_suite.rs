@@ -141,15 +141,7 @@ pub fn rows_table(rows: &[(String, Stats)], ratios: &[(usize, usize)]) -> String
         .collect();
     for &(a, b) in ratios {
         let (Some((na, sa)), Some((nb, sb))) = (rows.get(a), rows.get(b)) else { continue };
-        let r = |x: f64, y: f64| if y > 0.0 { format!("{:.2}x", x / y) } else { "-".into() };
-        out.push(vec![
-            format!("ratio {na} / {}", short(nb)),
-            String::new(),
-            r(sa.median_ms, sb.median_ms),
-            r(sa.p90_ms, sb.p90_ms),
-            r(sa.p99_ms, sb.p99_ms),
-            r(sa.max_ms, sb.max_ms),
-        ]);
+        out.push(crate::bench::ratio_row(format!("ratio {na} / {}", short(nb)), sa, sb));
     }
     table(&["", "n", "median ms", "p90 ms", "p99 ms", "max ms"], &out)
 }

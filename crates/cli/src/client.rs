@@ -262,14 +262,7 @@ impl Client {
         } else if e.is_timeout() {
             CliError::Http(format!("request to the Skiff server at {} timed out", self.base))
         } else {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            CliError::Http(msg)
+            CliError::Http(chain)
         }
     }
 
