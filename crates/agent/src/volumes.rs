@@ -158,29 +158,14 @@ pub(crate) fn map_ids(group_dir: &Path, prepared: &mut HashMap<String, Prepared>
 
 /// Unmount the group's tmpfs volumes (before re-preparing or removing the group directory).
 pub(crate) fn unmount_all(group_dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(group_dir.join("vmaps")) {
+    // Mappings first: they sit on top of the volumes' own mounts.
+    for dir in [group_dir.join("vmaps"), volumes_dir(group_dir)] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
             if let Err(e) = skiff_image::unmount_all_at(&entry.path()) {
-                tracing::warn!(path = %entry.path().display(), error = %e, "unmounting a volume mapping failed");
+                tracing::warn!(path = %entry.path().display(), error = %e, "unmounting a volume failed");
             }
         }
-    }
-    let Ok(entries) = std::fs::read_dir(volumes_dir(group_dir)) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if is_mount_point(&path) {
-            if let Err(e) = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH) {
-                tracing::warn!(path = %path.display(), error = %e, "unmounting a volume failed");
-            }
-        }
-    }
-}
-
-fn is_mount_point(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(path), path.parent().map(std::fs::metadata)) {
-        (Ok(m), Some(Ok(p))) => m.dev() != p.dev(),
-        _ => false,
     }
 }
 
