@@ -197,8 +197,16 @@ pub struct Authorized {
 }
 
 fn hidden(path: &str) -> ArmError {
-    // The same answer a path that names nothing gets, so existence does not leak.
     ArmError::new(404, "NotFound", format!("The requested resource '{path}' was not found."))
+}
+
+/// What a caller gets for a subscription or resource group outside its scope: the answer ARM
+/// gives when that subscription or resource group does not exist, so existence does not leak.
+fn out_of_scope(scope_subscription: &str, subscription: &str, resource_group: Option<&str>) -> ArmError {
+    match resource_group {
+        Some(rg) if eq(scope_subscription, subscription) => ArmError::resource_group_not_found(rg),
+        _ => ArmError::new(404, "SubscriptionNotFound", format!("The subscription '{subscription}' could not be found.")),
+    }
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -220,7 +228,7 @@ pub fn authorize(who: &TokenRecord, method: &Method, path: &str, route: Route) -
         Route::ListProviderOperations => route,
         Route::ListResourceGroups { ref subscription, .. } => {
             if !in_sub(subscription) {
-                return Err(hidden(path));
+                return Err(out_of_scope(sub, subscription, None));
             }
             only_resource_group = rg.map(str::to_string);
             route
@@ -231,13 +239,13 @@ pub fn authorize(who: &TokenRecord, method: &Method, path: &str, route: Route) -
         | Route::DeleteResourceGroup { ref subscription, ref resource_group }
         | Route::ListGroupsByResourceGroup { ref subscription, ref resource_group, .. } => {
             if !in_rg(subscription, resource_group) {
-                return Err(hidden(path));
+                return Err(out_of_scope(sub, subscription, Some(resource_group)));
             }
             route
         }
         Route::ListGroups { subscription, page } => {
             if !in_sub(&subscription) {
-                return Err(hidden(path));
+                return Err(out_of_scope(sub, &subscription, None));
             }
             // A resource-group token sees the subscription list as its group's list.
             match rg {
@@ -259,7 +267,7 @@ pub fn authorize(who: &TokenRecord, method: &Method, path: &str, route: Route) -
         | Route::GroupMetrics { group: ref g, .. }
         | Route::ContainerLogStream { group: ref g, .. } => {
             if !group_ok(g) {
-                return Err(hidden(path));
+                return Err(out_of_scope(sub, &g.subscription, Some(&g.resource_group)));
             }
             route
         }
@@ -267,13 +275,13 @@ pub fn authorize(who: &TokenRecord, method: &Method, path: &str, route: Route) -
         // request naming another one sees nothing, as if it did not exist.
         Route::UsageRecords { subscription, from, to, group_by, resource_group } => {
             if !in_sub(&subscription) || resource_group.as_deref().is_some_and(|r| rg.is_some_and(|rg| !eq(rg, r))) {
-                return Err(hidden(path));
+                return Err(out_of_scope(sub, &subscription, resource_group.as_deref()));
             }
             Route::UsageRecords { subscription, from, to, group_by, resource_group: rg.map(str::to_string).or(resource_group) }
         }
         Route::Events { subscription, resource_group, follow, since } => {
             if !in_sub(&subscription) || resource_group.as_deref().is_some_and(|r| rg.is_some_and(|rg| !eq(rg, r))) {
-                return Err(hidden(path));
+                return Err(out_of_scope(sub, &subscription, resource_group.as_deref()));
             }
             Route::Events { subscription, resource_group: rg.map(str::to_string).or(resource_group), follow, since }
         }
@@ -285,7 +293,7 @@ pub fn authorize(who: &TokenRecord, method: &Method, path: &str, route: Route) -
         | Route::GetSubnet { vnet: ref v, .. }
         | Route::DeleteSubnet { vnet: ref v, .. } => {
             if !in_rg(&v.subscription, &v.resource_group) {
-                return Err(hidden(path));
+                return Err(out_of_scope(sub, &v.subscription, Some(&v.resource_group)));
             }
             route
         }
@@ -295,7 +303,7 @@ pub fn authorize(who: &TokenRecord, method: &Method, path: &str, route: Route) -
         | Route::ListCapabilities { ref subscription, .. }
         | Route::ListCachedImages { ref subscription, .. } => {
             if !in_sub(subscription) {
-                return Err(hidden(path));
+                return Err(out_of_scope(sub, subscription, None));
             }
             route
         }
@@ -366,11 +374,14 @@ pub fn unauthorized(code: &str, message: &str) -> Response {
     resp
 }
 
-/// Whether a path belongs to the ARM (or token) API, which always needs a bearer token.
-fn is_api_path(path: &str) -> bool {
-    let p = path.trim_start_matches('/').to_ascii_lowercase();
-    p.is_empty() || p.starts_with("subscriptions") || p.starts_with("providers") || p.starts_with("skiff")
+/// Whether a path is an exec/attach session socket (`/execstream/sessionId/{id}`).
+fn is_session_socket(path: &str) -> bool {
+    let prefix = crate::streams::WS_ROUTE.trim_end_matches("{id}");
+    path.strip_prefix(prefix).is_some_and(|id| !id.is_empty() && !id.contains('/'))
 }
+
+/// Paths that only an admin token may read: they are host-wide and name every tenant's groups.
+const ADMIN_PATHS: &[&str] = &["/metrics"];
 
 /// Paths served without a token: the public contract.
 pub const PUBLIC_PATHS: &[&str] = &["/openapi.json"];
@@ -381,8 +392,10 @@ pub async fn layer(State(st): State<Arc<AuthState>>, mut req: Request, next: Nex
     if PUBLIC_PATHS.contains(&path.as_str()) && req.method() == Method::GET {
         return next.run(req).await;
     }
+    // Exec and attach sessions authenticate with their one-time password inside the socket
+    // (the ARM contract); nothing else gets past without a token.
     let is_ws = req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if is_ws && !is_api_path(&path) {
+    if is_ws && is_session_socket(&path) {
         return next.run(req).await;
     }
     let Some(auth) = req.headers().get(header::AUTHORIZATION) else {
@@ -411,6 +424,9 @@ pub async fn layer(State(st): State<Arc<AuthState>>, mut req: Request, next: Nex
     }
     if path.to_ascii_lowercase().starts_with(TOKENS_PATH) {
         return tokens_api(&st, &rec, req).await;
+    }
+    if ADMIN_PATHS.contains(&path.as_str()) && !rec.admin {
+        return error_response(&ArmError::new(403, "AuthorizationFailed", format!("Only an admin token may read {path}: it covers every tenant on this host.")));
     }
     req.extensions_mut().insert(Principal(rec));
     next.run(req).await
@@ -503,7 +519,10 @@ mod tests {
         let t = tok(Some("s1"), None, false);
         assert!(authorize(&t, &Method::GET, "/", Route::GetGroup(g("S1", "rg", "x"))).is_ok());
         let e = authorize(&t, &Method::GET, "/p", Route::GetGroup(g("s2", "rg", "x"))).unwrap_err();
-        assert_eq!((e.status, e.code.as_str()), (404, "NotFound"));
+        assert_eq!((e.status, e.code.as_str()), (404, "SubscriptionNotFound"));
+        let rg_token = tok(Some("s1"), Some("rg1"), false);
+        let e = authorize(&rg_token, &Method::GET, "/p", Route::GetGroup(g("s1", "rg2", "x"))).unwrap_err();
+        assert_eq!(e, ArmError::resource_group_not_found("rg2"), "exactly what a missing resource group answers");
         assert!(authorize(&t, &Method::GET, "/", Route::ListGroups { subscription: "s2".into(), page: Page::default() }).is_err());
         assert!(authorize(&t, &Method::GET, "/", Route::ListUsages { subscription: "s2".into(), location: "westus".into() }).is_err());
         assert!(authorize(&t, &Method::GET, "/", Route::ListProviderOperations).is_ok());

@@ -22,7 +22,20 @@ pub(crate) async fn load(ctx: &Ctx, g: &GroupRef) -> ApiResult<Option<(GroupReco
 }
 
 pub(crate) async fn load_required(ctx: &Ctx, g: &GroupRef) -> ApiResult<(GroupRecord, Revision)> {
-    load(ctx, g).await?.ok_or_else(|| ArmError::group_not_found(&g.resource_group, &g.name).into())
+    match load(ctx, g).await? {
+        Some(found) => Ok(found),
+        None => Err(not_found(ctx, g).await),
+    }
+}
+
+/// ARM's answer for a group that is not there: `ResourceGroupNotFound` when its resource group
+/// is missing too, else `ResourceNotFound`.
+pub(crate) async fn not_found(ctx: &Ctx, g: &GroupRef) -> crate::error::ApiError {
+    match ctx.api.store.get(&resource_group_key(&g.subscription, &g.resource_group)).await {
+        Ok(None) => ArmError::resource_group_not_found(&g.resource_group).into(),
+        Ok(Some(_)) => ArmError::group_not_found(&g.resource_group, &g.name).into(),
+        Err(e) => e.into(),
+    }
 }
 
 fn is_deleting(rec: &GroupRecord) -> bool {
@@ -55,7 +68,7 @@ pub(crate) async fn put(ctx: &Ctx, g: &GroupRef) -> ApiResult<Response> {
         let Some((mut rec, rev)) = existing else {
             // Create.
             let location = requested_location.clone().unwrap_or_else(|| normalize_location(&rg.location));
-            check_quota(ctx, &g.subscription, &location, &spec).await?;
+            check_quota(ctx, &g.subscription, &location, &spec, None).await?;
             spec.location = Some(location);
             let mut rec = GroupRecord {
                 uid: new_uid(),
@@ -118,6 +131,7 @@ pub(crate) async fn put(ctx: &Ctx, g: &GroupRef) -> ApiResult<Response> {
                 }
             }
         } else {
+            check_quota(ctx, &g.subscription, &location, &spec, Some(&rec.spec)).await?;
             ops.extend(cancel_pending(store, &rec, "update").await?);
             rec.spec = ctx.api.seal_spec(&spec)?;
             rec.generation += 1;
@@ -165,37 +179,63 @@ fn same_except_tags(a: &ContainerGroup, b: &ContainerGroup) -> bool {
     canonical(a) == canonical(b)
 }
 
-/// Refuse a new group that would exceed the subscription's quota in the location (a check,
-/// not a reservation: two racing creates may both pass).
-async fn check_quota(ctx: &Ctx, subscription: &str, location: &str, spec: &ContainerGroup) -> ApiResult<()> {
-    let cfg = &ctx.api.cfg;
-    let (groups, cores, memory) = crate::handlers::usage_with_memory(ctx, subscription, location).await?;
-    let alloc = skiff_model::resources::allocate(&spec.properties);
-    let wanted = u64::from(alloc.cpu_cores);
-    let wanted_gb = alloc.memory_bytes as f64 / skiff_model::resources::BYTES_PER_GB;
-    let exceeded = |quota: &str, limit: u64, usage: u64, requested: u64| {
+/// A subscription's use of one location: container groups, cores, memory in GB.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct QuotaUse {
+    pub groups: u64,
+    pub cores: u64,
+    pub memory_gb: f64,
+}
+
+impl QuotaUse {
+    fn of(spec: &ContainerGroup) -> QuotaUse {
+        let a = skiff_model::resources::allocate(&spec.properties);
+        QuotaUse { groups: 1, cores: u64::from(a.cpu_cores), memory_gb: a.memory_bytes as f64 / skiff_model::resources::BYTES_PER_GB }
+    }
+}
+
+/// The quota error for adding `wanted` to `used` (minus `replaced`, the old version of a group
+/// being updated, which `used` already counts), or `None` when it fits. Pure.
+pub(crate) fn quota_violation(location: &str, limit: QuotaUse, used: QuotaUse, replaced: Option<QuotaUse>, wanted: QuotaUse) -> Option<ArmError> {
+    let mut used = used;
+    if let Some(old) = replaced {
+        used.groups = used.groups.saturating_sub(old.groups);
+        used.cores = used.cores.saturating_sub(old.cores);
+        used.memory_gb = (used.memory_gb - old.memory_gb).max(0.0);
+    }
+    let exceeded = |quota: &str, limit: String, usage: String, requested: String| {
         ArmError::conflict(
             "ContainerGroupQuotaReached",
             format!("Resource type 'Microsoft.ContainerInstance/containerGroups' container group quota '{quota}' exceeded in region '{location}'. Limit: '{limit}', Usage: '{usage}' Requested: '{requested}'."),
         )
     };
-    if groups + 1 > cfg.quota_groups {
-        return Err(exceeded("ContainerGroups", cfg.quota_groups, groups, 1).into());
+    if used.groups + wanted.groups > limit.groups {
+        return Some(exceeded("ContainerGroups", limit.groups.to_string(), used.groups.to_string(), wanted.groups.to_string()));
     }
-    if cores + wanted > cfg.quota_cores {
-        return Err(exceeded("StandardCores", cfg.quota_cores, cores, wanted).into());
+    if used.cores + wanted.cores > limit.cores {
+        return Some(exceeded("StandardCores", limit.cores.to_string(), used.cores.to_string(), wanted.cores.to_string()));
     }
     // Compared in MB so float noise in the GB sums never refuses an exact fit.
     let mb = |gb: f64| (gb * 1024.0).round() as u64;
-    if mb(memory) + mb(wanted_gb) > mb(cfg.quota_memory_gb) {
+    if mb(used.memory_gb) + mb(wanted.memory_gb) > mb(limit.memory_gb) {
         let q = |gb: f64| format!("{}", (gb * 1000.0).round() / 1000.0);
-        return Err(ArmError::conflict(
-            "ContainerGroupQuotaReached",
-            format!("Resource type 'Microsoft.ContainerInstance/containerGroups' container group quota 'MemoryInGB' exceeded in region '{location}'. Limit: '{}', Usage: '{}' Requested: '{}'.", q(cfg.quota_memory_gb), q(memory), q(wanted_gb)),
-        )
-        .into());
+        return Some(exceeded("MemoryInGB", q(limit.memory_gb), q(used.memory_gb), q(wanted.memory_gb)));
     }
-    Ok(())
+    None
+}
+
+/// Refuse a create (`replacing: None`) or an update of the group whose current document is
+/// `replacing` that would exceed the subscription's quota in the location (a check, not a
+/// reservation: two racing creates may both pass).
+async fn check_quota(ctx: &Ctx, subscription: &str, location: &str, spec: &ContainerGroup, replacing: Option<&ContainerGroup>) -> ApiResult<()> {
+    let cfg = &ctx.api.cfg;
+    let (groups, cores, memory_gb) = crate::handlers::usage_with_memory(ctx, subscription, location).await?;
+    let limit = QuotaUse { groups: cfg.quota_groups, cores: cfg.quota_cores, memory_gb: cfg.quota_memory_gb };
+    let used = QuotaUse { groups, cores, memory_gb };
+    match quota_violation(location, limit, used, replacing.map(QuotaUse::of), QuotaUse::of(spec)) {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// `GET P`.
@@ -340,4 +380,37 @@ pub(crate) async fn logs(ctx: &Ctx, g: &GroupRef, container: &str, tail: Option<
     }
     let content = ctx.api.node.logs(&rec, container, tail, timestamps).await?;
     Ok(json(StatusCode::OK, &serde_json::json!({ "content": content })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: QuotaUse = QuotaUse { groups: 3, cores: 4, memory_gb: 2.0 };
+
+    fn u(groups: u64, cores: u64, memory_gb: f64) -> QuotaUse {
+        QuotaUse { groups, cores, memory_gb }
+    }
+
+    #[test]
+    fn creates_fit_or_name_the_exceeded_quota() {
+        let one = u(1, 1, 0.5);
+        assert_eq!(quota_violation("westus", LIMIT, u(2, 3, 1.5), None, one), None, "exact fit on every quota");
+        let e = quota_violation("westus", LIMIT, u(3, 0, 0.0), None, one).unwrap();
+        assert_eq!((e.status, e.code.as_str()), (409, "ContainerGroupQuotaReached"));
+        assert!(e.message.contains("'ContainerGroups'") && e.message.contains("Limit: '3', Usage: '3' Requested: '1'"), "{}", e.message);
+        assert!(quota_violation("westus", LIMIT, u(1, 4, 0.0), None, one).unwrap().message.contains("StandardCores"));
+        assert!(quota_violation("westus", LIMIT, u(1, 0, 1.75), None, one).unwrap().message.contains("MemoryInGB"));
+        // Float noise in the sums never refuses an exact fit.
+        assert_eq!(quota_violation("westus", LIMIT, u(0, 0, 0.1 + 0.2 + 0.7 + 0.5), None, u(1, 1, 0.5)), None);
+    }
+
+    #[test]
+    fn an_update_counts_only_what_it_adds() {
+        // The group already uses 1 core and 1 GB of the 2 GB in use.
+        let used = u(3, 4, 2.0);
+        assert_eq!(quota_violation("westus", LIMIT, used, Some(u(1, 1, 1.0)), u(1, 1, 1.0)), None, "same size: fits although the quota is full");
+        assert!(quota_violation("westus", LIMIT, used, Some(u(1, 1, 1.0)), u(1, 1, 1.5)).unwrap().message.contains("MemoryInGB"));
+        assert!(quota_violation("westus", LIMIT, used, Some(u(1, 1, 1.0)), u(1, 2, 1.0)).unwrap().message.contains("StandardCores"));
+    }
 }

@@ -44,7 +44,7 @@ pub(crate) async fn handle(ctx: &Ctx, route: Route) -> ApiResult<Response> {
         Route::RestartGroup(g) => groups::action(ctx, &g, Action::Restart).await,
         Route::OutboundDependencies(g) => {
             if groups::load(ctx, &g).await?.is_none() {
-                return Err(ArmError::group_not_found(&g.resource_group, &g.name).into());
+                return Err(groups::not_found(ctx, &g).await);
             }
             Ok(json(StatusCode::OK, &Vec::<String>::new()))
         }

@@ -63,7 +63,7 @@ pub(crate) async fn group_metrics(ctx: &Ctx, g: &GroupRef, metric_names: Option<
     let Some(secs) = rates::iso8601_seconds(&interval) else {
         return Err(ArmError::bad_request("BadRequest", format!("The value '{interval}' of 'interval' is invalid: give an ISO 8601 duration such as PT1M.")).with_target("interval").into());
     };
-    let Some((rec, _)) = crate::groups::load(ctx, g).await? else { return Err(ArmError::group_not_found(&g.resource_group, &g.name).into()) };
+    let Some((rec, _)) = crate::groups::load(ctx, g).await? else { return Err(crate::groups::not_found(ctx, g).await) };
     let samples = ctx.api.cfg.telemetry.samples(&rec.uid);
     let region = rec.spec.location.clone().unwrap_or_else(|| ctx.api.cfg.location.clone());
     Ok(json(StatusCode::OK, &azure::view(&rec.resource_id(), &region, &samples, &names, secs, &interval)))

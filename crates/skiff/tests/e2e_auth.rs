@@ -106,6 +106,9 @@ fn scoped_tokens_cannot_see_or_touch_other_tenants() {
     let web = TestServer::group_path("team-a", "web");
     let missing = TestServer::group_path("team-a", "nothing-here");
 
+    // What the admin gets for a resource group that really does not exist.
+    let absent_rg = s.request("GET", &format!("{}?{API}", TestServer::group_path("no-such-rg", "web")), None);
+    assert_eq!((absent_rg.status, absent_rg.code().as_str()), (404, "ResourceGroupNotFound"), "{}", absent_rg.text);
     for c in [&b, &o] {
         // Exactly the answer a group that does not exist gets: nothing leaks.
         let hidden = send(c, "GET", &u(&format!("{web}?{API}")), None);
@@ -113,12 +116,33 @@ fn scoped_tokens_cannot_see_or_touch_other_tenants() {
         assert_eq!(hidden.status, 404, "{}", hidden.text);
         assert_eq!((hidden.status, hidden.code()), (absent.status, absent.code()));
         assert_eq!(send(c, "GET", &u(&format!("{web}/containers/main/logs?{API}")), None).status, 404);
+        let exec = json!({"command": "/bin/sh", "terminalSize": {"rows": 24, "cols": 80}});
+        for action in ["exec", "attach"] {
+            let r = send(c, "POST", &u(&format!("{web}/containers/main/{action}?{API}")), Some(&exec));
+            assert_eq!(r.status, 404, "{action} out of scope: {}", r.text);
+            assert!(r.body["webSocketUri"].is_null() && r.body["password"].is_null(), "no session is handed out: {}", r.text);
+        }
         assert_eq!(send(c, "DELETE", &u(&format!("{web}?{API}")), None).status, 404);
         assert_eq!(send(c, "POST", &u(&format!("{web}/stop?{API}")), None).status, 404);
         assert_eq!(send(c, "PUT", &u(&format!("{web}?{API}")), Some(&doc)).status, 404);
         assert_eq!(send(c, "PATCH", &u(&format!("{web}?{API}")), Some(&json!({"tags": {"x": "y"}}))).status, 404);
         assert_eq!(send(c, "GET", &u(&format!("/subscriptions/{SUB}/resourceGroups/team-a/providers/Microsoft.ContainerInstance/containerGroups?{API}")), None).status, 404);
     }
+    // The same code and message a missing resource group gets (for the other subscription's
+    // token, the subscription itself does not exist).
+    let r = send(&b, "GET", &u(&format!("{web}?{API}")), None);
+    assert_eq!(r.code(), "ResourceGroupNotFound");
+    assert_eq!(r.body["error"]["message"], absent_rg.body["error"]["message"].as_str().unwrap().replace("no-such-rg", "team-a"));
+    assert_eq!(send(&o, "GET", &u(&format!("{web}?{API}")), None).code(), "SubscriptionNotFound");
+    // Host-wide metrics name every tenant's groups: admin only, and no token gets past with a
+    // websocket upgrade header either.
+    assert!(send(&s.client_with(Some(&s.token)), "GET", &u("/metrics"), None).text.contains("skiff_"));
+    let r = send(&b, "GET", &u("/metrics"), None);
+    assert_eq!((r.status, r.code().as_str()), (403, "AuthorizationFailed"), "{}", r.text);
+    assert!(!r.text.contains("team-a"));
+    let sneaky = s.client_with(None).get(u("/metrics")).header("upgrade", "websocket").header("connection", "upgrade").send().unwrap();
+    assert_eq!(sneaky.status().as_u16(), 401);
+    assert!(!sneaky.text().unwrap_or_default().contains("team-a"));
     // Subscription-wide lists show only what is in scope.
     let sub_list = u(&format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/containerGroups?{API}"));
     let r = send(&b, "GET", &sub_list, None);
