@@ -10,7 +10,13 @@ const CLONE_TIMEOUT: Duration = Duration::from_secs(300);
 /// `git clone -- REPO DEST`, then `checkout REVISION` if given. The error is git's own message.
 pub async fn clone(repository: &str, dest: &Path, revision: Option<&str>) -> Result<(), String> {
     let mut clone = tokio::process::Command::new("git");
+    // Validation admits only remote URLs; git's own protocol policy enforces the same here
+    // (no file://, ext:: or fd:: transports, not even through redirects or submodules).
     // `--` keeps a repository starting with '-' from being read as an option.
+    clone.args(["-c", "protocol.allow=never"]);
+    for proto in ["https", "http", "git", "ssh"] {
+        clone.args(["-c", &format!("protocol.{proto}.allow=always")]);
+    }
     clone.args(["clone", "--quiet", "--no-hardlinks", "--"]).arg(repository).arg(dest);
     run(clone).await?;
     if let Some(rev) = revision.filter(|r| !r.is_empty()) {

@@ -94,8 +94,27 @@ async fn create(State(api): State<Arc<Api>>, caller: Caller, Path((account, shar
     }
 }
 
+/// Ids of the container groups whose volumes name the share (running, stopped or being
+/// deleted: each of them would lose its data, or fail its next start).
+async fn groups_using(api: &Api, account: &str, share: &str) -> ApiResult<Vec<String>> {
+    let (kvs, _) = api.store.list(skiff_model::records::GROUPS_PREFIX, None, None).await?;
+    let mut users = Vec::new();
+    for kv in &kvs {
+        let rec: skiff_model::records::GroupRecord = decode(kv)?;
+        let uses = rec.spec.properties.volumes.iter().flatten().filter_map(|v| v.azure_file.as_ref()).any(|f| share_key(&f.storage_account_name, &f.share_name) == share_key(account, share));
+        if uses {
+            users.push(rec.resource_id());
+        }
+    }
+    Ok(users)
+}
+
 async fn remove(State(api): State<Arc<Api>>, caller: Caller, Path((account, share)): Path<(String, String)>) -> ApiResult<Response> {
     admin_only(&caller)?;
+    let users = groups_using(&api, &account, &share).await?;
+    if !users.is_empty() {
+        return Err(ArmError::conflict("ShareInUse", format!("The file share '{share}' of storage account '{account}' is used by {}; delete those container groups first.", users.join(", "))).into());
+    }
     if api.store.delete(&share_key(&account, &share), Expect::Any).await?.is_none() {
         return Err(not_found(&account, &share).into());
     }

@@ -356,6 +356,16 @@ fn validate_volumes(volumes: Option<&mut Vec<Volume>>) -> Result<HashSet<String>
             if git.repository.is_empty() {
                 return Err(ArmError::bad_request("InvalidGitRepoVolume", format!("The gitRepo volume '{}' needs a 'repository'.", v.name)).with_target(at));
             }
+            if !is_remote_git_url(&git.repository) {
+                return Err(ArmError::bad_request(
+                    "InvalidGitRepoVolume",
+                    format!(
+                        "The gitRepo repository '{}' of volume '{}' must be a remote URL (https://, http://, git:// or ssh://): local paths and file:// would clone the host's own files.",
+                        git.repository, v.name
+                    ),
+                )
+                .with_target(at));
+            }
             if let Some(dir) = &git.directory {
                 if dir.starts_with('/') || dir.split('/').any(|c| c == "..") {
                     return Err(ArmError::bad_request("InvalidGitRepoVolume", format!("The gitRepo directory '{dir}' of volume '{}' must be a relative path inside the volume.", v.name)).with_target(at));
@@ -364,6 +374,18 @@ fn validate_volumes(volumes: Option<&mut Vec<Volume>>) -> Result<HashSet<String>
         }
     }
     Ok(names_seen)
+}
+
+/// A repository the daemon may clone for a tenant: a remote URL with a host, never a path on
+/// the host (`/srv/x.git`, `file://`, scp-like `host:path`, which git also reads as a local
+/// path when `host` contains a slash) nor a transport helper (`ext::`, `fd::`).
+pub fn is_remote_git_url(repository: &str) -> bool {
+    let Some((scheme, rest)) = repository.split_once("://") else { return false };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or("");
+    ["https", "http", "git", "ssh"].contains(&scheme.to_ascii_lowercase().as_str())
+        && !host.is_empty()
+        && !repository.chars().any(|c| c.is_control() || c.is_whitespace())
 }
 
 /// A probe has exactly one action, a valid port, no header that could split the request, and
@@ -455,6 +477,27 @@ fn validate_security_context(sc: &SecurityContext, at: &str) -> Result<(), ArmEr
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn git_repositories_must_be_remote_urls() {
+        for ok in ["https://example.com/r.git", "git://127.0.0.1:9418/r.git", "ssh://git@host/r", "HTTP://h/r"] {
+            assert!(is_remote_git_url(ok), "{ok}");
+        }
+        for bad in ["/srv/r.git", "file:///etc", "FILE:///etc", "../r", "host:repo", "ext::sh -c id", "fd::3", "https:///nohost", "https://h/r x", "-u/x"] {
+            assert!(!is_remote_git_url(bad), "{bad}");
+        }
+    }
+
+    proptest! {
+        /// Whatever follows an allowed scheme, a string with no `://` or another scheme never passes.
+        #[test]
+        fn only_four_schemes_pass(s in "[a-z:/.@ -]{0,24}") {
+            if is_remote_git_url(&s) {
+                let scheme = s.split_once("://").map(|(a, _)| a.to_ascii_lowercase()).unwrap_or_default();
+                prop_assert!(["https", "http", "git", "ssh"].contains(&scheme.as_str()));
+            }
+        }
+    }
 
     fn group(json: serde_json::Value) -> ContainerGroup {
         serde_json::from_value(json).unwrap()

@@ -45,10 +45,11 @@ fn env_var() -> impl Strategy<Value = Value> {
 }
 
 fn volume() -> impl Strategy<Value = Value> {
-    (mostly(vec!["v1", "v2", "cache"], vec!["Bad Vol", ""]), 0u8..16).prop_map(|(n, kind)| match kind {
+    (mostly(vec!["v1", "v2", "cache"], vec!["Bad Vol", ""]), 0u8..17).prop_map(|(n, kind)| match kind {
         0..=9 => json!({"name": n, "emptyDir": {}}),
         10 | 11 => json!({"name": n, "gitRepo": {"repository": "https://example.com/r.git", "directory": "src"}}),
         12 => json!({"name": n, "gitRepo": {"repository": "https://example.com/r.git", "directory": "../up"}}),
+        15 => json!({"name": n, "gitRepo": {"repository": "/srv/host-secrets.git"}}),
         13 => json!({"name": n, "secret": {"key.txt": "c2VjcmV0", "../evil": "eA=="}}),
         14 => json!({"name": n, "secret": {"a": "Yg=="}}),
         _ => json!({"name": n}),

@@ -125,10 +125,12 @@ fn git_repo_volumes_clone_a_revision_and_a_bad_repository_fails_clearly() {
     let first = git(&work, &["rev-parse", "HEAD"]);
     std::fs::write(work.join("hello.txt"), "version two\n").unwrap();
     git(&work, &["commit", "-q", "-am", "two"]);
-    let bare = s.data_dir.join("repo.git");
-    let out = Command::new("git").args(["clone", "-q", "--bare"]).arg(&work).arg(&bare).output().unwrap();
+    let served = s.data_dir.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let out = Command::new("git").args(["clone", "-q", "--bare"]).arg(&work).arg(served.join("repo.git")).output().unwrap();
     assert!(out.status.success());
-    let repo = bare.to_string_lossy().to_string();
+    let daemon = GitDaemon::start(&served);
+    let repo = format!("{}/repo.git", daemon.url);
 
     let body = group(
         vec![container("app", "sleep 3600", json!([{"name": "src", "mountPath": "/src"}, {"name": "tip", "mountPath": "/tip"}]))],
@@ -141,11 +143,53 @@ fn git_repo_volumes_clone_a_revision_and_a_bad_repository_fails_clearly() {
 
     let bad = group(
         vec![container("app", "sleep 3600", json!([{"name": "src", "mountPath": "/src"}]))],
-        json!([{"name": "src", "gitRepo": {"repository": s.data_dir.join("missing.git").to_string_lossy()}}]),
+        json!([{"name": "src", "gitRepo": {"repository": format!("{}/missing.git", daemon.url)}}]),
     );
     let g = create_failed(&s, "vol", "badgit", &bad);
     let events = g["properties"]["instanceView"]["events"].to_string();
     assert!(events.contains("GitRepoCloneFailed") && events.contains("missing.git"), "{g}");
+
+    // A host path (or file://) would hand the tenant the host's own repositories: refused
+    // before anything is stored.
+    for local in [served.join("repo.git").to_string_lossy().to_string(), format!("file://{}", served.join("repo.git").display())] {
+        let body = group(vec![container("app", "sleep 3600", json!([{"name": "src", "mountPath": "/src"}]))], json!([{"name": "src", "gitRepo": {"repository": local}}]));
+        let r = s.put_group("vol", "hostgit", &body);
+        assert_eq!((r.status, r.code().as_str()), (400, "InvalidGitRepoVolume"), "{local}: {}", r.text);
+        assert_eq!(s.get_group("vol", "hostgit").status, 404);
+    }
+}
+
+/// `git daemon` serving the bare repositories beneath a directory on a loopback port; ended
+/// (by PID) when dropped.
+struct GitDaemon {
+    child: std::process::Child,
+    url: String,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let port = free_port();
+        let child = Command::new("git")
+            .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1", &format!("--port={port}")])
+            .arg(format!("--base-path={}", base.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git daemon");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "git daemon did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        GitDaemon { child, url: format!("git://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[test]
@@ -193,11 +237,19 @@ fn azure_file_shares_persist_are_shared_and_enforce_keys_and_read_only() {
     // A wrong key, or a share that does not exist, is a clear provisioning error.
     let g = create_failed(&s, "vol", "share-bad", &group(vec![container("app", "sleep 3600", mount.clone())], share(false, "wrong-key-wrong-key")));
     assert!(g["properties"]["instanceView"]["events"].to_string().contains("InvalidStorageAccountKey"), "{g}");
+    // A share that groups still name is not deleted from under them.
+    let r = s.request("DELETE", "/skiff/v1/shares/acct1/data", None);
+    assert_eq!((r.status, r.code().as_str()), (409, "ShareInUse"), "{}", r.text);
+    assert!(r.text.contains("share-c"), "{}", r.text);
+    assert_eq!(exec_in(&s, "vol", "share-c", "share-c", "cat /data/f").1, "persisted\nmore\n");
+    s.delete_group("vol", "share-c");
+    s.delete_group("vol", "share-bad");
     s.cli_ok(&["share", "delete", "--account-name", "acct1", "-n", "data"]);
     assert!(!s.cli(&["share", "show", "--account-name", "acct1", "-n", "data"]).status.success());
 }
 
-/// exec with stderr captured too (the CLI relays the remote stderr on its stdout).
+/// exec of `command` in container `app`; the output includes the remote stderr (the
+/// CLI relays it on its stdout).
 fn spawn_and_wait_err(s: &TestServer, name: &str, command: &str) -> (i32, String) {
     exec_in(s, "vol", name, "app", command)
 }

@@ -39,7 +39,7 @@ pub fn image(name: &str) -> String {
     format!("{}/{name}", registry())
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
