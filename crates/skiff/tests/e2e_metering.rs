@@ -113,6 +113,13 @@ fn quotas_refuse_cores_and_memory_with_container_group_quota_reached() {
     assert_eq!(item("MemoryInGB")["currentValue"], 2.0);
     assert_eq!(item("MemoryInGB")["limit"], 2.0);
     assert_eq!(item("ContainerGroups")["limit"], 10);
+    // An update is held to the quota too, counting only what it adds.
+    let r = s.put_group("quota", "d", &group(0.5, 1.75));
+    assert_eq!((r.status, r.code().as_str()), (409, "ContainerGroupQuotaReached"), "{}", r.text);
+    assert!(s.get_group("quota", "d").text.contains("1.5"), "the refused update changed nothing");
+    let mut same_size = group(0.5, 1.5);
+    same_size["properties"]["containers"][0]["properties"]["command"] = json!(["sleep", "3601"]);
+    assert_eq!(s.put_group("quota", "d", &same_size).status, 200, "a same-size update fits a full quota");
     s.delete_group("quota", "a");
     s.delete_group("quota", "d");
 }
