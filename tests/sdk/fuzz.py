@@ -38,10 +38,16 @@ def list_everything(server):
     return r.json()["value"]
 
 
-def verdict(junit, st_rc):
+# Fewer operations than this in the report means the run tested (almost) nothing.
+MIN_OPERATIONS = 10
+
+
+def verdict(junit, st_rc, server_log):
     """Fail on any check failure (5xx, schema violation) and on errors other than the one
     expected: bodies over the 4 MiB cap are answered 413 at once and the connection closed, which
-    Python's client reports as an EOF while it is still sending."""
+    Python's client reports as an EOF while it is still sending. A panicking handler answers
+    500 (the server catches panics), so it fails `not_a_server_error`; the server log is checked
+    for panics as well, and a report with too few operations is a failure too."""
     import xml.etree.ElementTree as ET
 
     try:
@@ -49,8 +55,15 @@ def verdict(junit, st_rc):
     except (OSError, ET.ParseError) as e:
         print(f"fuzz: no junit report ({e}); schemathesis exit {st_rc}")
         return st_rc or 1
+    cases = list(root.iter("testcase"))
     bad = 0
-    for case in root.iter("testcase"):
+    if len(cases) < MIN_OPERATIONS:
+        bad += 1
+        print(f"fuzz: only {len(cases)} operations were exercised (at least {MIN_OPERATIONS} expected)")
+    if "panicked" in server_log:
+        bad += 1
+        print("fuzz: the server panicked:\n" + "\n".join(l for l in server_log.splitlines() if "panic" in l)[:4000])
+    for case in cases:
         for f in case.findall("failure"):
             bad += 1
             print(f"fuzz: FAILURE {case.get('name')}: {(f.get('message') or f.text or '')[:2000]}")
@@ -90,7 +103,7 @@ def main():
                "--phases", "examples,fuzzing", "--report", "junit", "--report-junit-path", junit]
         print("+", " ".join(c if "Bearer" not in c else "Authorization: Bearer ***" for c in cmd), flush=True)
         st_rc = subprocess.run(cmd).returncode
-        rc = verdict(junit, st_rc)
+        rc = verdict(junit, st_rc, server.log(tail=None))
         # The store is still consistent: a list works, and the daemon restarts on it.
         before = {g["id"] for g in list_everything(server)}
         server.stop()

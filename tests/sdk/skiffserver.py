@@ -68,11 +68,13 @@ class Server:
     def ca_path(self):
         return os.path.join(self.data_dir, "tls", "ca.pem")
 
-    def log(self):
+    def log(self, tail=4000):
+        """The server's log: its last `tail` characters, or all of it with tail=None."""
         try:
-            return open(self.log_path).read()[-4000:]
+            text = open(self.log_path).read()
         except OSError:
             return ""
+        return text if tail is None else text[-tail:]
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

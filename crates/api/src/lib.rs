@@ -160,12 +160,19 @@ pub fn router(store: Arc<dyn Store>, node: Arc<dyn Node>, cfg: ApiConfig) -> Rou
         .fallback(dispatch)
         .with_state(api)
         .layer(axum::middleware::map_response(arm_body_for_bare_errors))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES));
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // A bug in a handler answers 500 with an ARM body instead of dropping the connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response));
     let app = match auth_cfg {
         Some(a) => app.layer(axum::middleware::from_fn_with_state(auth::AuthState::new(store, a), auth::layer)),
         None => app,
     };
     app.layer(axum::middleware::from_fn_with_state(tel, telemetry::track))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    error_response(&ArmError::internal("The server hit an internal error while handling the request."))
 }
 
 fn too_large() -> ArmError {

@@ -42,6 +42,8 @@ fn dangerous_syscalls_and_privileged_files_are_refused() {
          echo probes-done; sleep 3600",
         probes.join(" ")
     );
+    let host_file = |p: &str| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let panic_on_oops = host_file("/proc/sys/kernel/panic_on_oops");
     let body = simple_group(&image("busybox-probe:latest"), &["sh", "-c", &script]);
     assert_eq!(s.put_group("sbx", "probe", &body).status, 201);
     s.wait_state("sbx", "probe", "Running");
@@ -50,7 +52,8 @@ fn dangerous_syscalls_and_privileged_files_are_refused() {
         let line = logs.lines().find(|l| l.starts_with(&format!("{p}:"))).unwrap_or_else(|| panic!("no result for {p} in {logs}"));
         assert!(line.contains("blocked"), "{line}");
     }
-    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/panic_on_oops").unwrap().trim(), std::fs::read_to_string("/proc/sys/kernel/panic_on_oops").unwrap().trim());
+    assert_eq!(host_file("/proc/sys/kernel/panic_on_oops"), panic_on_oops, "the host's sysctl is unchanged");
+    assert!(!Path::new("/sys/kernel/skiff").exists());
 }
 
 #[test]
