@@ -55,6 +55,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
     skiff_model::validate::check_sandbox(&args.sandbox).map_err(|e| anyhow::anyhow!("--sandbox {}: {}", args.sandbox, e.message))?;
+    // Flags are checked before anything is created on the host.
+    let addr: SocketAddr = args.listen.parse().with_context(|| format!("invalid --listen address '{}'", args.listen))?;
+    if args.insecure_http && !addr.ip().is_loopback() {
+        anyhow::bail!("--insecure-http is only accepted for a loopback --listen address (got {addr}); serve TLS elsewhere");
+    }
     let data_dir = args.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating the data directory {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
@@ -88,10 +93,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     cfg.telemetry = Arc::clone(&telemetry);
     let agent = Agent::start(Arc::clone(&store), cfg).await.context("starting the agent")?;
 
-    let addr: SocketAddr = args.listen.parse().with_context(|| format!("invalid --listen address '{}'", args.listen))?;
-    if args.insecure_http && !addr.ip().is_loopback() {
-        anyhow::bail!("--insecure-http is only accepted for a loopback --listen address (got {addr}); serve TLS elsewhere");
-    }
     crate::admin_token::ensure(&*store, &data_dir).await?;
     let auth = skiff_api::auth::AuthConfig { default_rate: args.rate_limit };
     let api_cfg = ApiConfig {
