@@ -3,7 +3,7 @@
 # same local registry.
 #
 #   bash bench/run.sh [--quick] [--no-build] [--bin PATH] [--count N] [--density N]
-#                    [--api N] [--restart N] [scenario...]
+#                    [--api N] [--restart N] [--keep-log FILE] [scenario...]
 #
 # Scenarios (default: cold-start burst density api restart):
 #   cold-start  N sequential creates (default 50, --quick 5) of busybox-httpd with a public IP
@@ -17,6 +17,7 @@
 #               (default 100, --quick 5; the issue's number is 200: --api 200); no peer
 #   restart     N live groups (default 100, --quick 5; the issue's 500: --restart 500), SIGTERM and
 #               restart the daemon: time until the API answers and all groups show Running
+# --keep-log FILE copies the server's log there before the cleanup removes it.
 # --count N overrides N of cold-start and burst. --bin PATH: use this skiff binary and do not
 # build (CI's smoke run uses the debug build it already has; its timings mean nothing).
 #
@@ -34,7 +35,7 @@ exec </dev/null
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-QUICK=0; BUILD=1; BIN_ARG=""; COUNT=""; DENSITY=""; APIN=""; RESTARTN=""; SCENARIOS=()
+QUICK=0; BUILD=1; BIN_ARG=""; COUNT=""; DENSITY=""; APIN=""; RESTARTN=""; KEEP_LOG=""; SCENARIOS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -44,7 +45,8 @@ while [ $# -gt 0 ]; do
     --density) DENSITY=$2; shift ;;
     --api) APIN=$2; shift ;;
     --restart) RESTARTN=$2; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --keep-log) KEEP_LOG=$2; shift ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     cold-start|burst|density|api|restart) SCENARIOS+=("$1") ;;
     *) echo "bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -98,6 +100,7 @@ cleanup() {
     kill -TERM "$SERVER_PID"; for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null
   fi
+  [ -z "$KEEP_LOG" ] || cp "$WORK/server.log" "$KEEP_LOG"
   # Last resort: supervisors of our data dir that the API did not delete (ours, by pid).
   local pid
   for pid in $(pgrep -f "supervisor --group-dir $WORK/" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
