@@ -39,20 +39,22 @@ pub(crate) fn wanted_fqdn(sh: &Shared, rec: &GroupRecord) -> Option<String> {
     Some(fqdn(&label, &location, &net.config().dns_zone))
 }
 
-/// Set up the group's network inside its namespace (created here, before the supervisor,
-/// which reuses it). Returns `Err((code, message))` for the provisioning error.
-pub(crate) async fn provision(sh: &Shared, rec: &GroupRecord, dir: &Path, netns: &Path) -> Result<Option<NetFiles>, (String, String)> {
-    let Some(net) = sh.net.as_ref() else { return Ok(None) };
+/// Where the group's `/etc/hosts` and `/etc/resolv.conf` live (written by [`provision`]);
+/// `None` without a configured network.
+pub(crate) fn files(sh: &Shared, dir: &Path) -> Option<NetFiles> {
+    sh.net.as_ref().map(|_| NetFiles { hosts: dir.join("hosts"), resolv: dir.join("resolv.conf") })
+}
+
+/// Set up the group's network inside its namespace, which must exist (the owner creates it
+/// before the supervisor, which joins it). Returns `Err((code, message))` for the
+/// provisioning error.
+pub(crate) async fn provision(sh: &Shared, rec: &GroupRecord, dir: &Path, netns: &Path) -> Result<(), (String, String)> {
+    let (Some(net), Some(NetFiles { hosts, resolv })) = (sh.net.as_ref(), files(sh, dir)) else { return Ok(()) };
     let internal = |m: String| ("ContainerGroupDeploymentFailed".to_string(), m);
     let fq = wanted_fqdn(sh, rec);
     if let Some(f) = &fq {
         claim_name(sh, f, &rec.uid).await?;
     }
-    let ns = netns.to_owned();
-    tokio::task::spawn_blocking(move || skiff_runtime::ensure_netns(&ns))
-        .await
-        .map_err(|e| internal(format!("creating the network namespace: {e}")))?
-        .map_err(|e| internal(format!("creating the network namespace: {e}")))?;
     let ipa = rec.spec.properties.ip_address.as_ref();
     let public_ports = ipa.filter(|ip| ip.address_type.eq_ignore_ascii_case("Public")).map(|ip| {
         ip.ports
@@ -67,8 +69,6 @@ pub(crate) async fn provision(sh: &Shared, rec: &GroupRecord, dir: &Path, netns:
     let spec = GroupNetSpec { uid: rec.uid.clone(), netns: netns.to_owned(), attachment, public_ports };
     let got = net.setup_group(&spec).await.map_err(|e| internal(format!("setting up the group network: {}", chain(&e))))?;
 
-    let hosts = dir.join("hosts");
-    let resolv = dir.join("resolv.conf");
     let hosts_text = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n{}\t{}\n", got.private_ip, rec.name);
     std::fs::write(&hosts, hosts_text).map_err(|e| internal(format!("writing {}: {e}", hosts.display())))?;
     std::fs::write(&resolv, resolv_conf(rec)).map_err(|e| internal(format!("writing {}: {e}", resolv.display())))?;
@@ -88,7 +88,7 @@ pub(crate) async fn provision(sh: &Shared, rec: &GroupRecord, dir: &Path, netns:
         _ => false,
     })
     .await;
-    Ok(Some(NetFiles { hosts, resolv }))
+    Ok(())
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

@@ -113,8 +113,11 @@ impl Owner {
         let alive = skiff_runtime::is_alive(&self.dir).await;
         let plan_gen = self.plan_generation();
         let gen = self.rec.generation;
+        // A supervisor still holding its start was spawned by a daemon that died before the
+        // network was finished: it is provisioned again from the start, not adopted.
+        let held = skiff_runtime::read_status_file(&self.dir).is_ok_and(|s| s.held);
         match self.rec.desired {
-            Desired::Running if alive && plan_gen == Some(gen) => {
+            Desired::Running if alive && plan_gen == Some(gen) && !held => {
                 self.applied = Some((Desired::Running, gen));
                 self.connect().await;
             }
@@ -180,8 +183,12 @@ impl Owner {
             }
             Desired::Running => {
                 self.applied = Some(want);
-                self.sh.meter.event(&self.rec, None, "Pending", &format!("provisioning generation {}", want.1), None, None, None).await;
-                if let Err(err) = self.provision().await {
+                // The Pending event is written while provisioning runs; it is durable before
+                // provision returns, and so before any event the new run's status brings.
+                let (sh, rec) = (Arc::clone(&self.sh), self.rec.clone());
+                let pending = format!("provisioning generation {}", want.1);
+                let (_, provisioned) = tokio::join!(sh.meter.event(&rec, None, "Pending", &pending, None, None, None), self.provision());
+                if let Err(err) = provisioned {
                     self.fail_provisioning(err).await;
                 }
                 Flow::Continue
@@ -348,8 +355,15 @@ impl Owner {
                 readiness_probe: None,
             });
         }
+        // The namespace exists before anything uses it: the held supervisor (which joins it
+        // for probes) and the network setup run at the same time below.
         let netns_path = self.sh.cfg.netns_dir.join(&self.rec.uid);
-        let net_files = crate::network::provision(&self.sh, &self.rec, &self.dir, &netns_path).await.map_err(|(code, message)| ProvisionError { code, message, container: None })?;
+        let ns = netns_path.clone();
+        tokio::task::spawn_blocking(move || skiff_runtime::ensure_netns(&ns))
+            .await
+            .map_err(|e| ProvisionError::internal(format!("creating the network namespace: {e}")))?
+            .map_err(|e| ProvisionError::internal(format!("creating the network namespace: {e}")))?;
+        let net_files = crate::network::files(&self.sh, &self.dir);
         let cfg = &self.sh.cfg;
         let plan = GroupPlan {
             group_id: self.rec.uid.clone(),
@@ -361,7 +375,7 @@ impl Owner {
             },
             cgroup_parent: cfg.cgroup_parent.clone(),
             group_limits: GroupLimits { cpu_cores: alloc.cpu_cores, memory_bytes: alloc.memory_bytes, pids_max: cfg.pids_max },
-            netns_path: cfg.netns_dir.join(&self.rec.uid),
+            netns_path: netns_path.clone(),
             runtime: cfg.runtime.clone(),
             rlimit_nofile: 1024 * 1024,
             log_max_bytes: cfg.log_max_bytes,
@@ -372,19 +386,29 @@ impl Owner {
             containers,
             userns: ids,
             init_containers,
+            hold: true,
         };
         plan.save(&self.dir).map_err(|e| ProvisionError::internal(format!("writing the group plan: {e}")))?;
         let exe = cfg.exe.clone();
         let dir = self.dir.clone();
         self.sh.meter.run_starting(&self.rec.uid);
-        // The supervisor starts the containers as soon as it is up, so the sandbox is ready
-        // (root filesystems mounted, plan written) just before it is spawned.
+        // The supervisor gets ready (a process, cgroups, bundles) while the network is made;
+        // it starts the containers when released, once both are done.
+        let spawn = tokio::task::spawn_blocking(move || skiff_runtime::spawn_supervisor(&exe, &dir));
+        let network = crate::network::provision(&self.sh, &self.rec, &self.dir, &netns_path);
+        let (spawned, network) = tokio::join!(spawn, network);
+        let spawned = spawned.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()));
+        if let Err((code, message)) = network {
+            if spawned.is_ok() {
+                self.stop_supervisor().await;
+            }
+            return Err(ProvisionError { code, message, container: None });
+        }
+        spawned.map_err(|e| ProvisionError::internal(format!("starting the supervisor: {e}")))?;
         self.phases.mark(crate::phases::Phase::SandboxReady);
-        tokio::task::spawn_blocking(move || skiff_runtime::spawn_supervisor(&exe, &dir))
-            .await
-            .map_err(|e| ProvisionError::internal(format!("starting the supervisor: {e}")))?
-            .map_err(|e| ProvisionError::internal(format!("starting the supervisor: {e}")))?;
-        self.connect().await;
+        let mut client = SupervisorClient::connect(&self.dir).await.map_err(|e| ProvisionError::internal(format!("connecting to the supervisor: {e}")))?;
+        client.release().await.map_err(|e| ProvisionError::internal(format!("releasing the supervisor: {e}")))?;
+        self.watch = Some(StatusFeed::new(client.watch()));
         tracing::info!(group = %self.rec.name, uid = %self.rec.uid, generation = gen, elapsed_ms = t0.elapsed().as_secs_f64() * 1e3, "supervisor started");
         Ok(())
     }
@@ -561,7 +585,6 @@ impl Owner {
         if status.generation != gen {
             return;
         }
-        self.sh.meter.on_status(&self.rec, status).await;
         let names = self.app_container_names();
         let mut finished_op = None;
         // Start phases: written once every container of the start in progress runs.
@@ -604,6 +627,9 @@ impl Owner {
         if let Some(op) = finished_op {
             let _ = complete_operation(self.sh.store.as_ref(), &op, &now(), None).await;
         }
+        // Usage and the event log follow the state the user sees (their records carry the
+        // supervisor's own timestamps), so they are written after it, off the start's path.
+        self.sh.meter.on_status(&self.rec, status).await;
     }
 }
 

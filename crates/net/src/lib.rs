@@ -185,25 +185,32 @@ impl Network {
         self.nl.del_link(&host).await?;
         self.nl.del_link(&peer).await?;
         let bridge_idx = self.nl.link_index(&bridge).await?.ok_or_else(|| NetlinkError::NoLink(bridge.clone()))?;
-        // The veth may send only from the group's address; set before the port comes up.
-        let vaddr = nft::add_vaddr_batch(&host, private_ip);
-        let add_veth = self.nl.add_group_veth(&host, &peer, bridge_idx, isolated, &spec.netns);
-        let (veth, spoof) = tokio::join!(add_veth, tokio::task::spawn_blocking(move || nft::apply(&vaddr)));
-        veth?;
-        spoof.map_err(|e| NftError::Spawn(std::io::Error::other(e)))??;
-        // Fault injection for the convergence test: die with the veth made but the group side
-        // not configured yet (the next daemon must finish or remove it).
-        if std::env::var_os("SKIFF_FAULT_ABORT_IN_NET_SETUP").is_some() {
-            std::process::abort();
-        }
-        Netlink::in_netns(&spec.netns).await?.configure_group_side(&peer, private_ip, cidr.prefix(), gateway).await?;
+        // The firewall side (the veth's one allowed source address, the public address's
+        // forwarded ports) is one nft batch, applied while the links are made: until it is in,
+        // the veth may send nothing, so the race fails closed.
+        let mut rules = vec![nft::add_vaddr_batch(&host, private_ip)];
         if let (Some(public), Some(ports)) = (public_ip, &spec.public_ports) {
-            if let Some(idx) = self.nl.link_index(&self.cfg.public_interface).await? {
-                self.nl.add_address(idx, public, 32).await?;
-            }
-            let batch = nft::group_batch(&names::group_chain(&spec.uid), public, private_ip, ports);
-            tokio::task::spawn_blocking(move || nft::apply(&batch)).await.map_err(|e| NftError::Spawn(std::io::Error::other(e)))??;
+            rules.push(nft::group_batch(&names::group_chain(&spec.uid), public, private_ip, ports));
         }
+        let rules = nft::merge(&rules);
+        let links = async {
+            self.nl.add_group_veth(&host, &peer, bridge_idx, isolated, &spec.netns).await?;
+            // Fault injection for the convergence test: die with the veth made but the group
+            // side not configured yet (the next daemon must finish or remove it).
+            if std::env::var_os("SKIFF_FAULT_ABORT_IN_NET_SETUP").is_some() {
+                std::process::abort();
+            }
+            Netlink::in_netns(&spec.netns).await?.configure_group_side(&peer, private_ip, cidr.prefix(), gateway).await?;
+            if let Some(public) = public_ip {
+                if let Some(idx) = self.nl.link_index(&self.cfg.public_interface).await? {
+                    self.nl.add_address(idx, public, 32).await?;
+                }
+            }
+            Ok::<(), NetError>(())
+        };
+        let (links, firewall) = tokio::join!(links, tokio::task::spawn_blocking(move || nft::apply(&rules)));
+        links?;
+        firewall.map_err(|e| NftError::Spawn(std::io::Error::other(e)))??;
         Ok(GroupNet { private_ip, prefix: cidr.prefix(), gateway, public_ip })
     }
 

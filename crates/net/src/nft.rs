@@ -236,6 +236,12 @@ pub fn group_batch(chain_name: &str, public: Ipv4Addr, private: Ipv4Addr, ports:
     json!({"nftables": cmds})
 }
 
+/// One batch doing what `batches` do, in order (one `nft` run, one atomic commit).
+pub fn merge(batches: &[Value]) -> Value {
+    let cmds: Vec<Value> = batches.iter().flat_map(|b| b["nftables"].as_array().cloned().unwrap_or_default()).collect();
+    json!({"nftables": cmds})
+}
+
 pub fn delete_element_batch(public: Ipv4Addr) -> Value {
     json!({"nftables": [{"delete": obj("element", json!({"name": "pubips", "elem": [public.to_string()]}))}]})
 }
@@ -313,6 +319,18 @@ pub fn public_elements(listing: &Value) -> Vec<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_batches_keep_every_command_in_order() {
+        let a = add_vaddr_batch("skvabc", Ipv4Addr::new(10, 77, 0, 2));
+        let b = group_batch("g-abc", Ipv4Addr::new(127, 77, 0, 2), Ipv4Addr::new(10, 77, 0, 2), &[(80, Proto::Tcp)]);
+        let m = merge(&[a.clone(), b.clone()]);
+        let cmds = m["nftables"].as_array().unwrap();
+        assert_eq!(cmds.len(), a["nftables"].as_array().unwrap().len() + b["nftables"].as_array().unwrap().len());
+        assert_eq!(cmds[0], a["nftables"][0]);
+        assert_eq!(cmds.last(), b["nftables"].as_array().unwrap().last());
+        assert_eq!(merge(&[]), json!({"nftables": []}));
+    }
 
     #[test]
     fn group_batch_forwards_exactly_the_listed_ports() {

@@ -274,6 +274,7 @@ mod tests {
                 readiness_probe: None,
             }],
             userns: None,
+            hold: false,
             init_containers: Vec::new(),
         }
     }

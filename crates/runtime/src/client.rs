@@ -84,13 +84,9 @@ impl SupervisorClient {
         })
     }
 
-    /// Stop the group: SIGTERM, SIGKILL after `grace`, tear down; returns once
-    /// the supervisor has cleaned up (it exits right after).
-    pub async fn stop(&mut self, grace: Duration) -> Result<(), ClientError> {
-        self.request(&Request::Stop {
-            grace_ms: grace.as_millis() as u64,
-        })
-        .await?;
+    /// Send `req` and wait for its `{"ok":...}` reply.
+    async fn call(&mut self, req: &Request) -> Result<(), ClientError> {
+        self.request(req).await?;
         let line = self.read_line().await?;
         let reply: Reply = serde_json::from_str(&line)?;
         if reply.ok {
@@ -98,6 +94,17 @@ impl SupervisorClient {
         } else {
             Err(ClientError::Refused(reply.error.unwrap_or_default()))
         }
+    }
+
+    /// Let a supervisor whose plan holds its start start its containers.
+    pub async fn release(&mut self) -> Result<(), ClientError> {
+        self.call(&Request::Release).await
+    }
+
+    /// Stop the group: SIGTERM, SIGKILL after `grace`, tear down; returns once
+    /// the supervisor has cleaned up (it exits right after).
+    pub async fn stop(&mut self, grace: Duration) -> Result<(), ClientError> {
+        self.call(&Request::Stop { grace_ms: grace.as_millis() as u64 }).await
     }
 }
 

@@ -38,6 +38,11 @@ pub struct GroupPlan {
     /// The group's user-namespace id range; `None` runs containers without a user namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userns: Option<IdRange>,
+    /// Start no container until the agent sends [`Request::Release`](crate::protocol::Request):
+    /// the supervisor gets ready (cgroups, bundles, control socket) while the agent finishes
+    /// the group's network, and the containers start only once it is in place.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold: bool,
 }
 
 /// Container ids `0..size` are host ids `host_base..host_base + size`.

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     /// Current status, one line.
     Status,
+    /// Start the containers of a plan that holds its start (see `GroupPlan::hold`); reply
+    /// `{"ok":true}`. A supervisor that is not holding ignores it.
+    Release,
     /// Status now and after every change.
     Watch,
     /// SIGTERM every container, SIGKILL after `grace_ms`, tear the group down, exit.

@@ -180,6 +180,9 @@ pub struct GroupStatus {
     /// An init container failed and the restart policy gives up: the app containers never start.
     #[serde(default)]
     pub init_failed: bool,
+    /// The plan asked to hold the start and no release has come yet: nothing has started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 impl GroupStatus {

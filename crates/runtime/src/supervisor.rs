@@ -213,6 +213,8 @@ enum Msg {
         index: usize,
         generation: u64,
     },
+    /// The agent released a held start.
+    Release,
     /// Start an exec; the reply carries its I/O and a receiver of its exit code.
     Exec {
         container: String,
@@ -314,6 +316,7 @@ impl Supervisor {
                 .map(|c| ContainerStatus::new(&c.name))
                 .collect(),
             init_failed: false,
+            held: p.plan.hold,
         };
         let (status_tx, _) = watch::channel(Arc::<str>::from(""));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -392,7 +395,9 @@ impl Supervisor {
     }
 
     async fn main_loop(&mut self) -> i32 {
-        self.advance_inits();
+        if !self.status.held {
+            self.advance_inits();
+        }
         self.publish();
         loop {
             tokio::select! {
@@ -437,6 +442,13 @@ impl Supervisor {
                     }
                     Msg::Exec { container, command, tty, reply } => {
                         let _ = reply.send(self.exec(&container, &command, tty));
+                    }
+                    Msg::Release => {
+                        if self.status.held && !self.stopping {
+                            self.status.held = false;
+                            self.advance_inits();
+                            self.publish();
+                        }
                     }
                 },
             }
@@ -1035,6 +1047,15 @@ async fn serve(
             Request::Status => {
                 let cur = status.borrow_and_update().clone();
                 if send_line(&mut w, &cur).await.is_err() {
+                    return;
+                }
+            }
+            Request::Release => {
+                if tx.send(Msg::Release).is_err() {
+                    return;
+                }
+                let line = serde_json::to_string(&Reply::ok()).unwrap_or_default();
+                if send_line(&mut w, &line).await.is_err() {
                     return;
                 }
             }

@@ -176,6 +176,44 @@ async fn never_policy_records_exit_code_and_start_failure() {
     assert!(fx.leftover_cgroups().is_empty());
 }
 
+/// A plan that holds its start starts nothing (no container, no init container, no log line)
+/// until the release; then everything starts as usual. A stop of a held group is clean.
+#[tokio::test]
+async fn a_held_start_waits_for_the_release() {
+    let mut fx = Fixture::new(RestartPolicy::Never);
+    fx.plan.init_containers = vec![container("init", &fx.rootfs, "echo init-ran")];
+    fx.plan.containers = vec![container("app", &fx.rootfs, "echo app-ran; sleep 30")];
+    fx.plan.hold = true;
+    fx.spawn();
+    let mut c = SupervisorClient::connect(&fx.dir).await.unwrap();
+    // Long enough for an unheld group to have run its init container and started the app.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let st = c.status().await.unwrap();
+    assert!(st.held, "{st:#?}");
+    assert!(st.init_containers.iter().chain(&st.containers).all(|x| x.current_state.state == State::Waiting && x.pid.is_none()), "{st:#?}");
+    assert_eq!(logs::read(&fx.dir, "init", None, false).unwrap_or_default(), "");
+    assert!(!fx.runtime().list().unwrap().contains(&fx.plan.container_id("app")), "no runtime container exists while held");
+    c.release().await.unwrap();
+    let (st, _) = wait_for(&fx.dir, Duration::from_secs(10), |s| s.container("app").is_some_and(|a| a.current_state.state == State::Running)).await;
+    assert!(!st.held);
+    assert_eq!(logs::read(&fx.dir, "init", None, false).unwrap(), "init-ran\n");
+    // A second release changes nothing.
+    c.release().await.unwrap();
+    c.stop(Duration::from_millis(100)).await.unwrap();
+    assert!(fx.leftover_cgroups().is_empty());
+
+    // Held, then stopped without a release: nothing ever ran, nothing is left.
+    let mut fx = Fixture::new(RestartPolicy::Never);
+    fx.plan.containers = vec![container("app", &fx.rootfs, "echo app-ran; sleep 30")];
+    fx.plan.hold = true;
+    fx.spawn();
+    let mut c = SupervisorClient::connect(&fx.dir).await.unwrap();
+    assert!(c.status().await.unwrap().held);
+    c.stop(Duration::from_millis(100)).await.unwrap();
+    assert_eq!(logs::read(&fx.dir, "app", None, false).unwrap_or_default(), "");
+    assert!(fx.leftover_cgroups().is_empty());
+}
+
 #[tokio::test]
 async fn on_failure_restarts_only_failing_containers() {
     let mut fx = Fixture::new(RestartPolicy::OnFailure);

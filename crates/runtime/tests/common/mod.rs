@@ -97,6 +97,7 @@ impl Fixture {
             resolv_conf_file: None,
             containers: vec![],
             userns: None,
+            hold: false,
             init_containers: vec![],
         };
         Fixture {
