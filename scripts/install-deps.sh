@@ -10,7 +10,7 @@ exec </dev/null
 PACKAGES=(
   crun runc docker-registry skopeo umoci busybox-static nftables iproute2
   apache2-utils podman git jq curl dnsutils python3-venv protobuf-compiler
-  ca-certificates gcc libc6-dev python3 sqlite3
+  ca-certificates gcc libc6-dev python3 sqlite3 libseccomp-dev pkg-config
 )
 
 missing=()

@@ -119,6 +119,8 @@ pub(crate) struct Shared {
     /// Owner task inboxes, by group uid.
     owners: Mutex<HashMap<String, mpsc::UnboundedSender<GroupRecord>>>,
     pub meter: Arc<metering::Meter>,
+    /// The default seccomp profile compiled once for this daemon (crun only).
+    pub seccomp_program: Option<PathBuf>,
 }
 
 impl Shared {
@@ -152,6 +154,23 @@ impl Shared {
                 owners.remove(&uid);
             }
         });
+    }
+}
+
+/// Compile the default seccomp profile into `DATA/seccomp/default.bpf` for bundles to hand to
+/// crun pre-compiled; `None` (the profile then goes to the runtime as it is) for a runtime
+/// that does not read crun's annotation, or if compiling fails.
+fn compile_seccomp(data_dir: &Path, runtime_version: &str) -> Option<PathBuf> {
+    if !runtime_version.starts_with("crun") {
+        return None;
+    }
+    let path = data_dir.join("seccomp").join("default.bpf");
+    match skiff_runtime::seccomp::write_program(&path, &skiff_runtime::bundle::default_seccomp()) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            tracing::warn!(error = %e, "compiling the seccomp profile failed; crun will compile it on every start");
+            None
+        }
     }
 }
 
@@ -190,7 +209,8 @@ impl Agent {
             Some(nc) => Some(skiff_net::Network::start(Arc::clone(&store), nc).await.map_err(AgentError::Network)?),
             None => None,
         };
-        let shared = Arc::new(Shared { store, images, cfg, net, owners: Mutex::new(HashMap::new()), meter });
+        let seccomp_program = compile_seccomp(&cfg.data_dir, &report.runtime_version);
+        let shared = Arc::new(Shared { store, images, cfg, net, owners: Mutex::new(HashMap::new()), meter, seccomp_program });
 
         let (groups, revision) = shared.store.list(GROUPS_PREFIX, None, None).await.map_err(|source| AgentError::Store { context: "listing groups", source })?;
         let mut known = HashSet::new();

@@ -387,6 +387,7 @@ impl Owner {
             userns: ids,
             init_containers,
             hold: true,
+            seccomp_program: self.sh.seccomp_program.clone(),
         };
         plan.save(&self.dir).map_err(|e| ProvisionError::internal(format!("writing the group plan: {e}")))?;
         let exe = cfg.exe.clone();

@@ -14,14 +14,19 @@ pub struct BundleContext {
     pub nofile_hard: u64,
     /// Whether `memory.memsw.*` exists (then swap is limited to the memory limit).
     pub memsw: bool,
+    /// The plan's compiled seccomp program, base64 (`run.oci.seccomp_bpf_data`).
+    pub seccomp_program: Option<String>,
 }
 
 impl BundleContext {
-    /// Facts of the current host/process.
-    pub fn detect() -> BundleContext {
+    /// Facts of the current host/process, and the plan's compiled seccomp program.
+    pub fn detect(plan: &GroupPlan) -> BundleContext {
+        use base64::Engine as _;
+        let program = plan.seccomp_program.as_ref().and_then(|p| std::fs::read(p).ok()).filter(|p| !p.is_empty() && p.len() % 8 == 0);
         BundleContext {
             nofile_hard: crate::sys::nofile_hard_limit(),
             memsw: Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists(),
+            seccomp_program: program.map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
         }
     }
 }
@@ -65,6 +70,9 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
+
+/// crun's annotation for a pre-compiled seccomp program (base64 of the `sock_filter` array).
+pub const SECCOMP_PROGRAM_ANNOTATION: &str = "run.oci.seccomp_bpf_data";
 
 /// The default seccomp profile, kept as data (`seccomp/default.json`, OCI `linux.seccomp`
 /// format): an allow-list, so a syscall added to the kernel later is refused until reviewed.
@@ -161,6 +169,14 @@ pub fn render_config(plan: &GroupPlan, container: &ContainerPlan, ctx: &BundleCo
             "seccomp": default_seccomp()
         }
     });
+    if let Some(program) = &ctx.seccomp_program {
+        // The same profile, compiled once by the daemon: crun loads it instead of compiling
+        // `linux.seccomp` again on every start.
+        if let Some(linux) = config["linux"].as_object_mut() {
+            linux.remove("seccomp");
+        }
+        config["annotations"] = Value::Object([(SECCOMP_PROGRAM_ANNOTATION.to_string(), Value::from(program.as_str()))].into_iter().collect());
+    }
     if let Some(ids) = plan.userns {
         let map = json!([{"containerID": 0, "hostID": ids.host_base, "size": ids.size}]);
         config["linux"]["uidMappings"] = map.clone();
@@ -275,6 +291,7 @@ mod tests {
             }],
             userns: None,
             hold: false,
+            seccomp_program: None,
             init_containers: Vec::new(),
         }
     }
@@ -282,7 +299,7 @@ mod tests {
     #[test]
     fn a_user_namespace_maps_the_group_range_and_binds_sys() {
         let mut plan = sample_plan();
-        let ctx = BundleContext { nofile_hard: 20_000, memsw: true };
+        let ctx = BundleContext { nofile_hard: 20_000, memsw: true, seccomp_program: None };
         let c = render_config(&plan, &plan.containers[0], &ctx);
         assert!(c["linux"].get("uidMappings").is_none());
         assert!(c["mounts"].as_array().unwrap().iter().any(|m| m["destination"] == "/sys" && m["type"] == "sysfs"));
@@ -301,7 +318,7 @@ mod tests {
     fn renders_volume_mounts_after_the_defaults() {
         let mut plan = sample_plan();
         plan.containers[0].mounts = vec![MountPlan { source: "/g/volumes/data".into(), destination: "/data".into(), read_only: true }];
-        let ctx = BundleContext { nofile_hard: 20_000, memsw: true };
+        let ctx = BundleContext { nofile_hard: 20_000, memsw: true, seccomp_program: None };
         let c = render_config(&plan, &plan.containers[0], &ctx);
         let last = c["mounts"].as_array().unwrap().last().unwrap().clone();
         assert_eq!(last["destination"], "/data");
@@ -310,11 +327,33 @@ mod tests {
     }
 
     #[test]
+    fn a_compiled_seccomp_program_replaces_the_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut plan = sample_plan();
+        let without = render_config(&plan, &plan.containers[0], &BundleContext::detect(&plan));
+        assert!(without["linux"]["seccomp"]["syscalls"].is_array());
+        assert!(without.get("annotations").is_none());
+        // A file that is not a sock_filter array is ignored (the profile stays).
+        std::fs::write(dir.path().join("bad.bpf"), b"123").unwrap();
+        plan.seccomp_program = Some(dir.path().join("bad.bpf"));
+        assert!(render_config(&plan, &plan.containers[0], &BundleContext::detect(&plan))["linux"]["seccomp"].is_object());
+        let program = dir.path().join("default.bpf");
+        crate::seccomp::write_program(&program, &default_seccomp()).unwrap();
+        plan.seccomp_program = Some(program.clone());
+        let with = render_config(&plan, &plan.containers[0], &BundleContext::detect(&plan));
+        assert!(with["linux"].get("seccomp").is_none());
+        use base64::Engine as _;
+        let b64 = with["annotations"][SECCOMP_PROGRAM_ANNOTATION].as_str().unwrap();
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(b64).unwrap(), std::fs::read(&program).unwrap());
+    }
+
+    #[test]
     fn renders_namespaces_cgroup_and_resources() {
         let plan = sample_plan();
         let ctx = BundleContext {
             nofile_hard: 20_000,
             memsw: true,
+            seccomp_program: None,
         };
         let c = render_config(&plan, &plan.containers[0], &ctx);
         assert_eq!(c["linux"]["cgroupsPath"], "/skiff/abc123/web");
@@ -339,6 +378,7 @@ mod tests {
         let ctx = BundleContext {
             nofile_hard: 20_000,
             memsw: false,
+            seccomp_program: None,
         };
         let c = render_config(&plan, &plan.containers[0], &ctx);
         assert_eq!(
@@ -355,6 +395,7 @@ mod tests {
         let ctx = BundleContext {
             nofile_hard: 20_000,
             memsw: false,
+            seccomp_program: None,
         };
         let c = render_config(&plan, &plan.containers[0], &ctx);
         let bounding: Vec<&str> = c["process"]["capabilities"]["bounding"]

@@ -28,6 +28,7 @@ pub mod probe;
 pub mod protocol;
 pub mod pty;
 pub mod restart;
+pub mod seccomp;
 pub mod spawn;
 pub mod status;
 pub mod supervisor;

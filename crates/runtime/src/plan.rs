@@ -43,6 +43,11 @@ pub struct GroupPlan {
     /// the group's network, and the containers start only once it is in place.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hold: bool,
+    /// The default seccomp profile compiled to BPF ([`crate::seccomp`]); bundles hand it to
+    /// the runtime pre-compiled. Only for crun (the one runtime that reads it); `None`, or a
+    /// file that cannot be read, keeps the profile itself in `config.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_program: Option<PathBuf>,
 }
 
 /// Container ids `0..size` are host ids `host_base..host_base + size`.

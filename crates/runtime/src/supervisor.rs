@@ -270,7 +270,7 @@ impl Supervisor {
         // Register SIGCHLD before any container starts.
         let sigchld = signal(SignalKind::child())?;
         let sigterm = signal(SignalKind::terminate())?;
-        let ctx = BundleContext::detect();
+        let ctx = BundleContext::detect(&p.plan);
         // Init containers only need a short event channel: nothing attaches to them for long.
         let new_ctr = |c: &ContainerPlan, events: usize| -> std::io::Result<Ctr> {
             let bundle = bundle::write_bundle(&p.dir, &p.plan, c, &ctx)?;

@@ -53,6 +53,13 @@ fn dangerous_syscalls_and_privileged_files_are_refused() {
         assert!(line.contains("blocked"), "{line}");
     }
     assert_eq!(host_file("/proc/sys/kernel/panic_on_oops"), panic_on_oops, "the host's sysctl is unchanged");
+    // What refused those calls is the profile the daemon compiled once, handed to crun as BPF.
+    let uid = s.group_uid("sbx", "probe");
+    let config: Value = serde_json::from_str(&host_file(&s.data_dir.join("groups").join(&uid).join("bundles/main/config.json").to_string_lossy())).unwrap();
+    assert!(config["linux"].get("seccomp").is_none(), "no profile for crun to compile again");
+    let program = std::fs::read(s.data_dir.join("seccomp/default.bpf")).unwrap();
+    use base64::Engine as _;
+    assert_eq!(base64::engine::general_purpose::STANDARD.decode(config["annotations"]["run.oci.seccomp_bpf_data"].as_str().unwrap()).unwrap(), program);
     assert!(!Path::new("/sys/kernel/skiff").exists());
 }
 

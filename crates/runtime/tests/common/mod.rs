@@ -98,6 +98,7 @@ impl Fixture {
             containers: vec![],
             userns: None,
             hold: false,
+            seccomp_program: None,
             init_containers: vec![],
         };
         Fixture {
