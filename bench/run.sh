@@ -3,7 +3,7 @@
 # same local registry.
 #
 #   bash bench/run.sh [--quick] [--no-build] [--bin PATH] [--count N] [--density N]
-#                    [--api N] [--restart N] [--keep-log FILE] [scenario...]
+#                    [--api N] [--restart N] [--keep-log FILE] [--no-peer] [scenario...]
 #
 # Scenarios (default: cold-start burst density api restart):
 #   cold-start  N sequential creates (default 50, --quick 5) of busybox-httpd with a public IP
@@ -17,7 +17,8 @@
 #               (default 100, --quick 5; the issue's number is 200: --api 200); no peer
 #   restart     N live groups (default 100, --quick 5; the issue's 500: --restart 500), SIGTERM and
 #               restart the daemon: time until the API answers and all groups show Running
-# --keep-log FILE copies the server's log there before the cleanup removes it.
+# --keep-log FILE copies the server's log there before the cleanup removes it. --no-peer
+# measures Skiff alone (for profiling; the published tables always have their peer).
 # --count N overrides N of cold-start and burst. --bin PATH: use this skiff binary and do not
 # build (CI's smoke run uses the debug build it already has; its timings mean nothing).
 #
@@ -35,7 +36,7 @@ exec </dev/null
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-QUICK=0; BUILD=1; BIN_ARG=""; COUNT=""; DENSITY=""; APIN=""; RESTARTN=""; KEEP_LOG=""; SCENARIOS=()
+QUICK=0; BUILD=1; BIN_ARG=""; COUNT=""; DENSITY=""; APIN=""; RESTARTN=""; KEEP_LOG=""; NO_PEER=0; SCENARIOS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -46,7 +47,8 @@ while [ $# -gt 0 ]; do
     --api) APIN=$2; shift ;;
     --restart) RESTARTN=$2; shift ;;
     --keep-log) KEEP_LOG=$2; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    --no-peer) NO_PEER=1 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     cold-start|burst|density|api|restart) SCENARIOS+=("$1") ;;
     *) echo "bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -62,6 +64,7 @@ for c in ip nsenter jq crun curl docker-registry; do
   command -v "$c" >/dev/null 2>&1 || die "missing $c (run scripts/install-deps.sh)"
 done
 HAVE_PODMAN=1; command -v podman >/dev/null 2>&1 || { HAVE_PODMAN=0; log "podman not found: peers not measured"; }
+[ "$NO_PEER" = 0 ] || HAVE_PODMAN=0
 
 if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}

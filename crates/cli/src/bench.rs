@@ -15,9 +15,6 @@ use crate::error::CliError;
 use crate::output::table;
 use crate::BenchArgs;
 
-/// Interval between GETs while waiting for Running.
-const TIGHT_POLL: Duration = Duration::from_millis(2);
-
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
     pub count: usize,
@@ -91,7 +88,7 @@ fn bench_group(image: &str, location: &str) -> Value {
 
 /// PUT the group and wait until its instance view says Running; returns PUT→Running time.
 pub(crate) async fn create_until_running(ctx: &Ctx, rg: &str, name: &str, body: &Value, timeout: Duration) -> Result<Duration, CliError> {
-    crate::bench_suite::create_running_every(ctx, rg, name, body, timeout, TIGHT_POLL).await.map(|(elapsed, _)| elapsed)
+    crate::bench_suite::create_running(ctx, rg, name, body, timeout).await.map(|(elapsed, _)| elapsed)
 }
 
 pub(crate) async fn delete_and_wait(ctx: &Ctx, rg: &str, name: &str) -> Result<(), CliError> {
