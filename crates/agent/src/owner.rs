@@ -288,9 +288,8 @@ impl Owner {
         for (c, a) in spec.properties.containers.iter().zip(&alloc.containers) {
             let image = &resolved[&c.properties.image];
             let cdir = containers_dir.join(&c.name);
-            let images = &self.sh.images;
             let idmap = ids.map(|r| skiff_image::IdMap { host_base: r.host_base, size: r.size });
-            let rootfs = images.mount_rootfs_mapped(image, &cdir, idmap).map_err(|e| ProvisionError::internal(format!("preparing the root filesystem of container '{}': {e}", c.name)))?;
+            let rootfs = self.mount_rootfs(image, cdir, idmap).await.map_err(|e| ProvisionError::internal(format!("preparing the root filesystem of container '{}': {e}", c.name)))?;
             let cfg = &image.config;
             let args = process_args(c.properties.command.as_deref(), &cfg.entrypoint, &cfg.cmd).map_err(|m| ProvisionError::container(&c.name, "InvalidContainerCommand", m))?;
             let env = merge_env(&cfg.env, c.properties.environment_variables.as_deref().unwrap_or_default());
@@ -330,7 +329,7 @@ impl Owner {
             let p = &c.properties;
             let image = p.image.as_ref().and_then(|i| resolved.get(i)).ok_or_else(|| ProvisionError::container(&c.name, "InvalidImage", "an init container needs an image".to_string()))?;
             let idmap = ids.map(|r| skiff_image::IdMap { host_base: r.host_base, size: r.size });
-            let rootfs = self.sh.images.mount_rootfs_mapped(image, &containers_dir.join(&c.name), idmap).map_err(|e| ProvisionError::internal(format!("preparing the root filesystem of init container '{}': {e}", c.name)))?;
+            let rootfs = self.mount_rootfs(image, containers_dir.join(&c.name), idmap).await.map_err(|e| ProvisionError::internal(format!("preparing the root filesystem of init container '{}': {e}", c.name)))?;
             let cfg = &image.config;
             let args = process_args(p.command.as_deref(), &cfg.entrypoint, &cfg.cmd).map_err(|m| ProvisionError::container(&c.name, "InvalidContainerCommand", m))?;
             let user = resolve_user(&cfg.user, read_rootfs_file(&rootfs, "etc/passwd").as_deref(), read_rootfs_file(&rootfs, "etc/group").as_deref())
@@ -412,6 +411,14 @@ impl Owner {
         self.watch = Some(StatusFeed::new(client.watch()));
         tracing::info!(group = %self.rec.name, uid = %self.rec.uid, generation = gen, elapsed_ms = t0.elapsed().as_secs_f64() * 1e3, "supervisor started");
         Ok(())
+    }
+
+    /// Mount a container's root filesystem (mounts and a helper fork: off the async workers).
+    async fn mount_rootfs(&self, image: &ResolvedImage, container_dir: PathBuf, ids: Option<skiff_image::IdMap>) -> Result<PathBuf, String> {
+        let (sh, image) = (Arc::clone(&self.sh), image.clone());
+        tokio::task::spawn_blocking(move || sh.images.mount_rootfs_mapped(&image, &container_dir, ids).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| e.to_string())?
     }
 
     /// The cached image, or a pull that reports progress on the operation and events on the

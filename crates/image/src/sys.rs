@@ -41,10 +41,27 @@ pub fn unmount(target: &Path) -> io::Result<()> {
 
 /// Is something mounted exactly at `dir`? Unlike [`is_mount_point`] this also sees bind
 /// mounts from the same filesystem (which keep the device number).
+///
+/// One `statx` (the kernel's mount-root attribute), not a scan of the mount table, which
+/// grows with every group on the host and was read several times per group start.
 pub fn is_mounted_at(dir: &Path) -> io::Result<bool> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let want = dir.to_string_lossy();
-    Ok(info.lines().filter_map(|l| l.split(' ').nth(4)).any(|m| m == want))
+    let c = cpath(dir)?;
+    // SAFETY: an all-zero statx is a valid value of the plain C struct.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `stx` is writable for the call.
+    let rc = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT, libc::STATX_BASIC_STATS, &mut stx) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::NotFound { Ok(false) } else { Err(e) };
+    }
+    let root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & root == 0 {
+        // A kernel older than 5.8 does not report the attribute: read the mount table.
+        let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let want = dir.to_string_lossy();
+        return Ok(info.lines().filter_map(|l| l.split(' ').nth(4)).any(|m| m == want));
+    }
+    Ok(stx.stx_attributes & root != 0)
 }
 
 /// Is `dir` a mount point (different device than its parent)?
@@ -270,6 +287,25 @@ pub fn idmapped_bind(src: &Path, target: &Path, userns: std::os::fd::BorrowedFd<
 mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
+
+    /// The mount-root check sees a bind mount from the same filesystem (same device, which
+    /// `is_mount_point` cannot tell), and nothing once it is unmounted.
+    #[test]
+    fn is_mounted_at_sees_same_filesystem_binds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, target) = (tmp.path().join("src"), tmp.path().join("target"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&target).unwrap();
+        assert!(!super::is_mounted_at(&target).unwrap());
+        assert!(!super::is_mounted_at(&tmp.path().join("missing")).unwrap());
+        nix::mount::mount(Some(&src), &target, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).unwrap();
+        let (mounted, by_device) = (super::is_mounted_at(&target), super::is_mount_point(&target));
+        let _ = nix::mount::umount(&target);
+        assert!(mounted.unwrap(), "a bind mount at the target");
+        assert!(!by_device.unwrap(), "same device: invisible to is_mount_point");
+        assert!(!super::is_mounted_at(&target).unwrap());
+        assert!(super::is_mounted_at(std::path::Path::new("/")).unwrap());
+    }
 
     /// Regression: helpers forked at the same moment by two threads used to inherit each
     /// other's "go" pipe and wait for an end-of-file that never came, freezing both callers in

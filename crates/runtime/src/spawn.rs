@@ -1,7 +1,6 @@
 //! Starting a supervisor from the daemon.
 
 use std::io::{BufRead, BufReader};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -30,20 +29,22 @@ pub fn spawn_supervisor(exe: &Path, dir: &Path) -> Result<u32, SpawnError> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| SpawnError::Exec(exe.to_owned(), e.into()))?;
     let mut cmd = Command::new(exe);
+    // The readiness pipe is the child's stdout (the supervisor moves it aside before it
+    // sends its own output to its log): with nothing to run between fork and exec, std can
+    // use posix_spawn (vfork), which does not copy the daemon's page tables per group.
     cmd.arg("supervisor")
         .arg("--group-dir")
         .arg(dir)
-        .env(READY_FD_ENV, w.as_raw_fd().to_string())
+        .env(READY_FD_ENV, "1")
         .env(DETACH_ENV, "1")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(w))
         .stderr(Stdio::null());
-    crate::sys::inherit_fd(&mut cmd, w.as_raw_fd());
     let mut child = cmd
         .spawn()
         .map_err(|e| SpawnError::Exec(exe.to_owned(), e))?;
+    // Our copy of the write end goes with `cmd`: end-of-file then means the supervisor is gone.
     drop(cmd);
-    drop(w);
     // The intermediate process exits right after forking the supervisor.
     let _ = child.wait();
     let mut line = String::new();

@@ -102,14 +102,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn take_ready_fd() -> Option<OwnedFd> {
     let fd: i32 = std::env::var(READY_FD_ENV).ok()?.parse().ok()?;
     std::env::remove_var(READY_FD_ENV);
-    // Nothing we start may inherit it.
-    let _ = nix::fcntl::fcntl(
-        // SAFETY: the fd number was passed to us by spawn_supervisor and is open.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
-    // SAFETY: we own this inherited descriptor from now on.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    // A copy above the standard descriptors, close-on-exec so nothing we start inherits it:
+    // the inherited number is stdout, which `redirect_stdio` points at the log next.
+    // SAFETY: the fd number was passed to us by spawn_supervisor and is open.
+    let inherited = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let copy = nix::fcntl::fcntl(inherited, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).ok()?;
+    if fd > 2 {
+        // SAFETY: the inherited descriptor is ours and no longer needed.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    // SAFETY: `copy` is a fresh descriptor we own.
+    Some(unsafe { OwnedFd::from_raw_fd(copy) })
 }
 
 fn report_ready(fd: Option<OwnedFd>, result: Result<u32, &str>) {

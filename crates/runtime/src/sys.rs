@@ -97,18 +97,6 @@ pub fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
-/// Clear `FD_CLOEXEC` on `fd` so an exec'd child inherits it. Async-signal-safe
-/// (it is called between fork and exec).
-pub fn clear_cloexec(fd: i32) -> io::Result<()> {
-    // SAFETY: fcntl on an integer fd has no memory-safety requirements.
-    let r = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// Outcome of [`fork`].
 pub enum Forked {
     Parent(u32),
@@ -133,11 +121,3 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Let `cmd`'s child inherit `fd` (clears `FD_CLOEXEC` between fork and exec).
-pub fn inherit_fd(cmd: &mut std::process::Command, fd: i32) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure only calls fcntl, which is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || clear_cloexec(fd));
-    }
-}
