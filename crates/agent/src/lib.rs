@@ -48,6 +48,10 @@ pub struct AgentConfig {
     pub backoff_max_ms: u64,
     pub stop_grace: Duration,
     pub pids_max: Option<i64>,
+    /// Size of the tmpfs holding one group's writable layers.
+    pub writable_layer_bytes: u64,
+    /// Size of each emptyDir volume's tmpfs.
+    pub empty_dir_bytes: u64,
     pub gc_interval: Duration,
     /// User-namespace id ranges per group; `None` runs containers as real host root.
     pub userns: Option<userns::UsernsConfig>,
@@ -78,6 +82,8 @@ impl AgentConfig {
             backoff_max_ms: 300_000,
             stop_grace: Duration::from_secs(10),
             pids_max: Some(4096),
+            writable_layer_bytes: 1 << 30,
+            empty_dir_bytes: 1 << 30,
             gc_interval: Duration::from_secs(600),
             userns: Some(userns::UsernsConfig::default()),
             secrets: None,

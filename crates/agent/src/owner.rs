@@ -265,7 +265,7 @@ impl Owner {
 
         self.stop_supervisor().await;
         unmount_containers(&self.dir);
-        crate::volumes::unmount_all(&self.dir);
+        crate::volumes::unmount_except(&self.dir, &crate::volumes::empty_dirs(&self.rec));
         let ids = match &self.sh.cfg.userns {
             Some(cfg) => Some(
                 crate::userns::ensure_range(self.sh.store.as_ref(), cfg, &self.rec.uid)
@@ -280,8 +280,7 @@ impl Owner {
             crate::volumes::map_ids(&self.dir, &mut volumes, skiff_image::IdMap { host_base: r.host_base, size: r.size })
                 .map_err(|e| ProvisionError { code: e.code.to_string(), message: e.message, container: None })?;
         }
-        let containers_dir = self.dir.join("containers");
-        std::fs::create_dir_all(&containers_dir).map_err(|e| ProvisionError::internal(format!("creating {}: {e}", containers_dir.display())))?;
+        let containers_dir = mount_writable_layers(&self.dir, self.sh.cfg.writable_layer_bytes).map_err(|e| ProvisionError::internal(format!("preparing the writable layers' tmpfs: {e}")))?;
 
         let alloc = allocate(&spec.properties);
         let mut containers = Vec::new();
@@ -691,13 +690,30 @@ fn read_rootfs_file(rootfs: &Path, rel: &str) -> Option<String> {
     std::fs::read_to_string(&path).ok()
 }
 
+/// Unmount every container's root filesystem, then the tmpfs holding their writable layers.
 fn unmount_containers(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir.join("containers")) else { return };
+    let scratch = dir.join("containers");
+    let Ok(entries) = std::fs::read_dir(&scratch) else { return };
     for entry in entries.flatten() {
         if let Err(e) = ImageStore::unmount_rootfs(&entry.path()) {
             tracing::warn!(path = %entry.path().display(), error = %e, "unmounting a container rootfs failed");
         }
     }
+    if let Err(e) = skiff_image::unmount_all_at(&scratch) {
+        tracing::warn!(path = %scratch.display(), error = %e, "unmounting the writable layers' tmpfs failed");
+    }
+}
+
+/// The tmpfs of `bytes` at `DIR/containers` that holds the group's writable layers (overlay
+/// upper and work dirs): a size limit per group that the kernel enforces, off the data disk.
+fn mount_writable_layers(dir: &Path, bytes: u64) -> std::io::Result<PathBuf> {
+    let scratch = dir.join("containers");
+    std::fs::create_dir_all(&scratch)?;
+    if !skiff_image::is_mounted_at(&scratch)? {
+        // 0711: the runtime resolves each rootfs beneath it as the group's unprivileged root.
+        crate::volumes::mount_tmpfs(&scratch, &format!("mode=0711,size={}k", bytes.div_ceil(1024)), false)?;
+    }
+    Ok(scratch)
 }
 
 /// Mount points at or beneath `dir`, from the mount table.

@@ -1,7 +1,8 @@
 //! Preparing a group's volumes on the host before its containers start. Every volume ends up
 //! as a host directory that the containers bind-mount ([`MountPlan`]):
-//! - `emptyDir`: `DIR/volumes/<name>`, shared by the containers that mount it, removed with
-//!   the group directory;
+//! - `emptyDir`: a tmpfs of `--empty-dir-mb` at `DIR/volumes/<name>`, shared by the
+//!   containers that mount it, unmounted with the group (a size limit the kernel enforces,
+//!   which a plain directory on the data disk would not have);
 //! - `secret`: a tmpfs at `DIR/volumes/<name>` with one file (mode 0400) per key, so the values
 //!   never reach the disk; unmounted with the group;
 //! - `gitRepo`: cloned into `DIR/volumes/<name>` (into `directory`, `.` = the volume itself);
@@ -9,7 +10,6 @@
 //!   it outlives groups and may be mounted by several at once.
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -72,7 +72,7 @@ pub(crate) async fn prepare(sh: &Shared, rec: &GroupRecord, group_dir: &Path) ->
             Prepared { source, read_only: share.read_only.unwrap_or(false) }
         } else if let Some(files) = &v.secret {
             fresh_dir(&dir).map_err(|e| io("creating the secret volume", e))?;
-            mount_tmpfs(&dir).map_err(|e| io("mounting the secret volume's tmpfs", e))?;
+            mount_tmpfs(&dir, "mode=0755,size=4m", true).map_err(|e| io("mounting the secret volume's tmpfs", e))?;
             for (name, b64) in files {
                 let value = base64::engine::general_purpose::STANDARD
                     .decode(b64.trim())
@@ -96,9 +96,13 @@ pub(crate) async fn prepare(sh: &Shared, rec: &GroupRecord, group_dir: &Path) ->
                 .map_err(|m| err("GitRepoCloneFailed", format!("volume '{}': cloning '{}' failed: {m}", v.name, repo.repository)))?;
             Prepared { source: dir, read_only: false }
         } else {
-            // emptyDir: writable by any user of the containers, like Kubernetes' emptyDir.
-            std::fs::create_dir_all(&dir).map_err(|e| io("creating the emptyDir volume", e))?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(|e| io("creating the emptyDir volume", e))?;
+            // emptyDir: writable by any user of the containers, like Kubernetes' emptyDir. Its
+            // data lives as long as the group: a restart or an update keeps the tmpfs.
+            if !skiff_image::is_mounted_at(&dir).map_err(|e| io("inspecting the emptyDir volume", e))? {
+                fresh_dir(&dir).map_err(|e| io("creating the emptyDir volume", e))?;
+                let opts = format!("mode=0777,size={}k", sh.cfg.empty_dir_bytes.div_ceil(1024));
+                mount_tmpfs(&dir, &opts, false).map_err(|e| io("mounting the emptyDir volume's tmpfs", e))?;
+            }
             Prepared { source: dir, read_only: false }
         };
         out.insert(v.name.clone(), prepared);
@@ -127,9 +131,14 @@ fn fresh_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 
-fn mount_tmpfs(dir: &Path) -> std::io::Result<()> {
+/// A tmpfs at `dir` (nosuid, nodev; noexec when `noexec`) with the given `mode=…,size=…`.
+pub(crate) fn mount_tmpfs(dir: &Path, options: &str, noexec: bool) -> std::io::Result<()> {
     use nix::mount::{mount, MsFlags};
-    mount(Some("tmpfs"), dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=0755,size=4m")).map_err(std::io::Error::from)
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if noexec {
+        flags |= MsFlags::MS_NOEXEC;
+    }
+    mount(Some("tmpfs"), dir, Some("tmpfs"), flags, Some(options)).map_err(std::io::Error::from)
 }
 
 fn write_secret(path: &Path, value: &[u8]) -> std::io::Result<()> {
@@ -156,17 +165,31 @@ pub(crate) fn map_ids(group_dir: &Path, prepared: &mut HashMap<String, Prepared>
     Ok(())
 }
 
-/// Unmount the group's tmpfs volumes (before re-preparing or removing the group directory).
+/// Unmount every volume of the group (before it stops or its directory is removed).
 pub(crate) fn unmount_all(group_dir: &Path) {
+    unmount_except(group_dir, &[]);
+}
+
+/// Unmount the group's volumes, except the emptyDir volumes named in `keep`, whose data lives
+/// as long as the group (before a new generation prepares its volumes).
+pub(crate) fn unmount_except(group_dir: &Path, keep: &[&str]) {
     // Mappings first: they sit on top of the volumes' own mounts.
-    for dir in [group_dir.join("vmaps"), volumes_dir(group_dir)] {
+    for (dir, keep) in [(group_dir.join("vmaps"), &[][..]), (volumes_dir(group_dir), keep)] {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
+            if keep.iter().any(|k| entry.file_name() == *k) {
+                continue;
+            }
             if let Err(e) = skiff_image::unmount_all_at(&entry.path()) {
                 tracing::warn!(path = %entry.path().display(), error = %e, "unmounting a volume failed");
             }
         }
     }
+}
+
+/// The emptyDir volumes of a group document.
+pub(crate) fn empty_dirs(rec: &GroupRecord) -> Vec<&str> {
+    rec.spec.properties.volumes.iter().flatten().filter(|v| v.empty_dir.is_some()).map(|v| v.name.as_str()).collect()
 }
 
 #[cfg(test)]

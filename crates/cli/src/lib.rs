@@ -187,6 +187,15 @@ pub struct ServerArgs {
     /// Most processes one group may have at once (its pids cgroup limit).
     #[arg(long, default_value_t = 4096)]
     pub group_pids_max: i64,
+    /// Size limit, in MiB, of one group's writable layers (all its containers together). They
+    /// live in a tmpfs of the group's own, so a group can never fill the host's disk; what it
+    /// writes there counts toward its memory, as on Cloud Run. Writes past it fail with ENOSPC.
+    #[arg(long, default_value_t = 1024)]
+    pub writable_layer_mb: u64,
+    /// Size limit, in MiB, of each emptyDir volume (a tmpfs of its own, counted like the
+    /// writable layers).
+    #[arg(long, default_value_t = 1024)]
+    pub empty_dir_mb: u64,
     /// Per-subscription quota: container groups per location.
     #[arg(long, env = "SKIFF_QUOTA_CONTAINER_GROUPS", default_value_t = 1000)]
     pub quota_container_groups: u64,

@@ -17,6 +17,7 @@ mod sys;
 pub mod unpack;
 
 pub use error::ImageError;
+pub use sys::is_mounted_at;
 pub use manifest::ImageConfig;
 pub use reference::{normalize_reference, parse_reference, ParsedReference};
 pub use store::{

@@ -107,6 +107,7 @@ pub fn render_config(plan: &GroupPlan, container: &ContainerPlan, ctx: &BundleCo
                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         sys_mount(plan),
+        cgroup_mount(),
     ];
     let binds: [(&str, Option<&PathBuf>); 3] = [
         ("/etc/hosts", plan.hosts_file.as_ref()),
@@ -164,7 +165,7 @@ pub fn render_config(plan: &GroupPlan, container: &ContainerPlan, ctx: &BundleCo
                 "memory": memory,
                 "cpu": cpu
             },
-            "maskedPaths": MASKED_PATHS,
+            "maskedPaths": masked_paths(plan),
             "readonlyPaths": READONLY_PATHS,
             "seccomp": default_seccomp()
         }
@@ -186,14 +187,32 @@ pub fn render_config(plan: &GroupPlan, container: &ContainerPlan, ctx: &BundleCo
 }
 
 /// `/sys`, read-only. A container in its own user namespace cannot mount sysfs for a network
-/// namespace that namespace does not own, so it gets the host's sysfs bound read-only instead
-/// (masked paths still apply).
+/// namespace that namespace does not own, so it gets the host's sysfs bound read-only instead,
+/// minus what would show other groups: the host's cgroup trees (every group's cgroups, pids and
+/// usage; replaced by the container's own cgroups, see [`cgroup_mount`]) and the host's
+/// network devices (every group's veth, named after its uid; masked, see [`HOST_SYSFS_MASKS`]).
 fn sys_mount(plan: &GroupPlan) -> Value {
     if plan.userns.is_some() {
         json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "ro", "nosuid", "noexec", "nodev", "rprivate"]})
     } else {
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]})
     }
+}
+
+/// `/sys/fs/cgroup` as the container's own cgroups only (crun binds each controller's
+/// directory of the container, read-only), so programs that size themselves from their
+/// cgroup limits (JVMs, Go) still find them.
+fn cgroup_mount() -> Value {
+    json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})
+}
+
+/// Masked in the host's sysfs bound into user-namespaced containers: the network devices of
+/// the host's namespace, which include every group's veth.
+pub const HOST_SYSFS_MASKS: &[&str] = &["/sys/class/net", "/sys/devices/virtual/net"];
+
+fn masked_paths(plan: &GroupPlan) -> Vec<&'static str> {
+    let host_sysfs = plan.userns.is_some().then_some(HOST_SYSFS_MASKS).unwrap_or_default();
+    MASKED_PATHS.iter().chain(host_sysfs).copied().collect()
 }
 
 /// Device cgroup rules: deny everything, then allow the default devices
@@ -309,9 +328,15 @@ mod tests {
         assert!(ns.contains(&"user"));
         assert_eq!(c["linux"]["uidMappings"], json!([{"containerID": 0, "hostID": 1_000_000, "size": 65536}]));
         assert_eq!(c["linux"]["gidMappings"], c["linux"]["uidMappings"]);
-        let sys = c["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/sys").unwrap();
-        assert_eq!(sys["type"], "bind");
-        assert!(sys["options"].as_array().unwrap().contains(&json!("ro")));
+        let mounts = c["mounts"].as_array().unwrap();
+        let sys = mounts.iter().position(|m| m["destination"] == "/sys").unwrap();
+        assert_eq!(mounts[sys]["type"], "bind");
+        assert!(mounts[sys]["options"].as_array().unwrap().contains(&json!("ro")));
+        // The host's cgroup trees and network devices are replaced or masked.
+        let cg = mounts.iter().position(|m| m["destination"] == "/sys/fs/cgroup").unwrap();
+        assert!(cg > sys && mounts[cg]["type"] == "cgroup" && mounts[cg]["options"].as_array().unwrap().contains(&json!("ro")));
+        let masked: Vec<&str> = c["linux"]["maskedPaths"].as_array().unwrap().iter().filter_map(|p| p.as_str()).collect();
+        assert!(HOST_SYSFS_MASKS.iter().all(|m| masked.contains(m)), "{masked:?}");
     }
 
     #[test]
@@ -432,10 +457,11 @@ mod tests {
                 "/dev/shm",
                 "/dev/mqueue",
                 "/sys",
+                "/sys/fs/cgroup",
                 "/etc/hosts"
             ]
         );
-        let hosts = &c["mounts"][6];
+        let hosts = &c["mounts"][7];
         assert_eq!(hosts["source"], "/g/hosts");
         assert!(hosts["options"].as_array().unwrap().contains(&json!("ro")));
     }

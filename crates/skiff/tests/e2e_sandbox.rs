@@ -79,7 +79,11 @@ fn groups_cannot_see_each_others_processes_files_or_environment() {
         "ps -o args | grep -c 'sleep 777[7]' ; \
          grep -rl top-secret / --exclude-dir=proc --exclude-dir=sys 2>/dev/null | wc -l; \
          cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c a-token-value; \
-         probe ptrace {a_pid}; echo iso-done; sleep 3600"
+         probe ptrace {a_pid}; \
+         echo cgroup-hits $(find /sys 2>/dev/null | grep -c {uid}); \
+         echo netdevs $( (ls -A /sys/class/net; ls -A /sys/devices/virtual/net) 2>/dev/null | grep -c .); \
+         echo own-limit $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); \
+         echo iso-done; sleep 3600"
     );
     let b = simple_group(&image("busybox-probe:latest"), &["sh", "-c", &script]);
     assert_eq!(s.put_group("iso", "b", &b).status, 201);
@@ -90,6 +94,11 @@ fn groups_cannot_see_each_others_processes_files_or_environment() {
     assert_eq!(lines[1].trim(), "0", "a's files are invisible: {logs}");
     assert_eq!(lines[2].trim(), "0", "a's environment is invisible: {logs}");
     assert!(lines[3].contains("blocked"), "ptrace of another group's pid: {logs}");
+    // /sys shows neither the other group's cgroups nor the host's network devices (every
+    // group's veth is named after its uid); the container still reads its own limits.
+    assert!(logs.contains("cgroup-hits 0"), "a's cgroups are visible in b's /sys: {logs}");
+    assert!(logs.contains("netdevs 0"), "the host's network devices are visible: {logs}");
+    assert!(logs.contains(&format!("own-limit {}", 512u64 << 20)), "{logs}");
 }
 
 #[test]
@@ -112,6 +121,48 @@ fn a_fork_bomb_hits_the_group_pids_limit_and_the_neighbours_keep_working() {
     assert_eq!(s.put_group("bomb", "calm", &calm).status, 201);
     s.wait_state("bomb", "calm", "Running");
     s.wait_logs("bomb", "calm", "main", "calm");
+}
+
+/// Filling "the disk" fills only the group's own writable-layer tmpfs (and an emptyDir its
+/// own): the writes stop with ENOSPC at the configured size, nothing lands on the data disk,
+/// and a neighbour still writes.
+#[test]
+fn filling_the_disk_stops_at_the_group_quota() {
+    let s = TestServer::start_with(&["--writable-layer-mb", "16", "--empty-dir-mb", "8"]);
+    s.ensure_rg("disk");
+    let fill = "dd if=/dev/zero of=/big bs=1M count=64 2>&1 | grep -o 'No space left on device'; echo layer-done; \
+                dd if=/dev/zero of=/scratch/big bs=1M count=64 2>&1 | grep -o 'No space left on device'; echo empty-done; \
+                echo layer-kb $(du -k /big | cut -f1); echo empty-kb $(du -k /scratch/big | cut -f1); sleep 3600";
+    let mut body = simple_group(&image("busybox:latest"), &["sh", "-c", fill]);
+    // Memory well above both limits: the size limits, not the memory limit, stop the writes.
+    body["properties"]["containers"][0]["properties"]["resources"]["requests"]["memoryInGB"] = json!(1.0);
+    body["properties"]["containers"][0]["properties"]["volumeMounts"] = json!([{"name": "scratch", "mountPath": "/scratch"}]);
+    body["properties"]["volumes"] = json!([{"name": "scratch", "emptyDir": {}}]);
+    assert_eq!(s.put_group("disk", "filler", &body).status, 201);
+    s.wait_state("disk", "filler", "Running");
+    let logs = s.wait_logs("disk", "filler", "main", "empty-kb");
+    assert_eq!(logs.matches("No space left on device").count(), 2, "{logs}");
+    let kb = |what: &str| -> u64 { logs.lines().find_map(|l| l.strip_prefix(what)).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("{what} in {logs}")) };
+    assert!(kb("layer-kb") <= 16 * 1024 && kb("layer-kb") > 8 * 1024, "{logs}");
+    assert!(kb("empty-kb") <= 8 * 1024 && kb("empty-kb") > 4 * 1024, "{logs}");
+    // Both live in memory-backed filesystems of the group, not on the data disk.
+    let uid = s.group_uid("disk", "filler");
+    let group_dir = s.data_dir.join("groups").join(&uid);
+    for dir in [group_dir.join("containers"), group_dir.join("volumes/scratch")] {
+        let fstype = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            (f.get(4) == Some(&dir.to_string_lossy().as_ref())).then(|| f[sep + 1].to_string())
+        });
+        assert_eq!(fstype.as_deref(), Some("tmpfs"), "{}", dir.display());
+    }
+    // A neighbour is unaffected.
+    let calm = simple_group(&image("busybox:latest"), &["sh", "-c", "echo ok > /f && cat /f && sleep 3600"]);
+    assert_eq!(s.put_group("disk", "calm", &calm).status, 201);
+    s.wait_logs("disk", "calm", "main", "ok");
+    // Deleting the group releases both.
+    s.delete_group("disk", "filler");
+    assert!(mounts_beneath(&group_dir).is_empty(), "{:?}", mounts_beneath(&group_dir));
 }
 
 #[test]
