@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use skiff_model::records::GroupRecord;
-use skiff_net::label::{effective_label, fqdn, LabelOwner};
+use skiff_net::label::{dns_record_key, group_fqdn, LabelOwner, DNS_RECORD_PREFIX, LOCAL_TENANT};
 use skiff_net::nft::Proto;
 use skiff_net::{Attachment, GroupNetSpec};
 use skiff_store::{Expect, StoreError};
@@ -16,16 +16,10 @@ use crate::records::update_group;
 use crate::Shared;
 
 /// The tenant every local subscription belongs to (label scope `TenantReuse`).
-const TENANT: &str = "skiff";
-const DNS_PREFIX: &str = "dns/";
 
 pub(crate) struct NetFiles {
     pub hosts: PathBuf,
     pub resolv: PathBuf,
-}
-
-fn dns_key(fqdn: &str) -> String {
-    format!("{DNS_PREFIX}{fqdn}")
 }
 
 /// The FQDN the record asks for, if any.
@@ -33,10 +27,9 @@ pub(crate) fn wanted_fqdn(sh: &Shared, rec: &GroupRecord) -> Option<String> {
     let net = sh.net.as_ref()?;
     let ip = rec.spec.properties.ip_address.as_ref()?;
     let label = ip.dns_name_label.as_deref()?;
-    let owner = LabelOwner { tenant: TENANT, subscription: &rec.subscription, resource_group: &rec.resource_group, object: &rec.uid };
-    let label = effective_label(label, ip.auto_generated_domain_name_label_scope.as_deref(), &owner);
+    let owner = LabelOwner { tenant: LOCAL_TENANT, subscription: &rec.subscription, resource_group: &rec.resource_group, object: &rec.uid };
     let location = rec.spec.location.clone().unwrap_or_default();
-    Some(fqdn(&label, &location, &net.config().dns_zone))
+    Some(group_fqdn(label, ip.auto_generated_domain_name_label_scope.as_deref(), &owner, &location, &net.config().dns_zone))
 }
 
 /// Where the group's `/etc/hosts` and `/etc/resolv.conf` live (written by [`provision`]);
@@ -134,7 +127,7 @@ async fn subnet_of(sh: &Shared, rec: &GroupRecord) -> Result<Attachment, String>
 
 /// Reserve the FQDN for this group; a live group holding it already is a conflict.
 async fn claim_name(sh: &Shared, fqdn: &str, uid: &str) -> Result<(), (String, String)> {
-    let key = dns_key(fqdn);
+    let key = dns_record_key(fqdn);
     match sh.store.put(&key, uid.as_bytes().to_vec(), Expect::Absent).await {
         Ok(_) => Ok(()),
         Err(StoreError::Conflict { .. }) => match sh.store.get(&key).await {
@@ -162,7 +155,7 @@ pub(crate) async fn teardown(sh: &Shared, rec: &GroupRecord) {
         tracing::warn!(group = %rec.name, error = %chain(&e), "network teardown failed");
     }
     if let Some(f) = fq {
-        if let Ok(Some(kv)) = sh.store.get(&dns_key(&f)).await {
+        if let Ok(Some(kv)) = sh.store.get(&dns_record_key(&f)).await {
             if kv.value == rec.uid.as_bytes() {
                 let _ = sh.store.delete(&kv.key, Expect::ModRevision(kv.mod_revision)).await;
             }
@@ -179,7 +172,7 @@ pub(crate) async fn sweep(sh: &Shared, known: &HashSet<String>) {
         Ok(n) => tracing::info!(removed = n, "removed network leftovers of deleted groups"),
         Err(e) => tracing::warn!(error = %chain(&e), "sweeping network leftovers failed"),
     }
-    if let Ok((kvs, _)) = sh.store.list(DNS_PREFIX, None, None).await {
+    if let Ok((kvs, _)) = sh.store.list(DNS_RECORD_PREFIX, None, None).await {
         for kv in kvs {
             if !known.contains(String::from_utf8_lossy(&kv.value).as_ref()) {
                 let _ = sh.store.delete(&kv.key, Expect::ModRevision(kv.mod_revision)).await;

@@ -85,6 +85,7 @@ pub(crate) async fn put(ctx: &Ctx, g: &GroupRef) -> ApiResult<Response> {
                 container_views: Default::default(),
                 created_at: now(),
             };
+            check_dns_label(ctx, &rec, &spec).await?;
             let location = group_location(ctx, &rec);
             let op = new_operation(&rec, OperationKind::Create, &location);
             rec.pending_operation = Some(op.id.clone());
@@ -132,6 +133,7 @@ pub(crate) async fn put(ctx: &Ctx, g: &GroupRef) -> ApiResult<Response> {
             }
         } else {
             check_quota(ctx, &g.subscription, &location, &spec, Some(&rec.spec)).await?;
+            check_dns_label(ctx, &rec, &spec).await?;
             ops.extend(cancel_pending(store, &rec, "update").await?);
             rec.spec = ctx.api.seal_spec(&spec)?;
             rec.generation += 1;
@@ -177,6 +179,30 @@ fn same_except_tags(a: &ContainerGroup, b: &ContainerGroup) -> bool {
         g
     }
     canonical(a) == canonical(b)
+}
+
+/// Refuse a document whose DNS name label (under its label scope, in its location) is held by
+/// another container group that still exists. The agent's claim of the name when it sets up
+/// the network stays the one that decides a race; this answers the common case at once.
+async fn check_dns_label(ctx: &Ctx, rec: &GroupRecord, spec: &ContainerGroup) -> ApiResult<()> {
+    use skiff_net::label::{dns_record_key, group_fqdn, LabelOwner, LOCAL_TENANT};
+    let Some(zone) = ctx.api.cfg.dns_zone.as_deref() else { return Ok(()) };
+    let Some(ip) = spec.properties.ip_address.as_ref() else { return Ok(()) };
+    let Some(label) = ip.dns_name_label.as_deref() else { return Ok(()) };
+    let location = spec.location.as_deref().unwrap_or_default();
+    let owner = LabelOwner { tenant: LOCAL_TENANT, subscription: &rec.subscription, resource_group: &rec.resource_group, object: &rec.uid };
+    let fqdn = group_fqdn(label, ip.auto_generated_domain_name_label_scope.as_deref(), &owner, location, zone);
+    let Some(held) = ctx.api.store.get(&dns_record_key(&fqdn)).await? else { return Ok(()) };
+    let holder = String::from_utf8_lossy(&held.value);
+    if holder == rec.uid {
+        return Ok(());
+    }
+    let (groups, _) = ctx.api.store.list(skiff_model::records::GROUPS_PREFIX, None, None).await?;
+    let alive = groups.iter().any(|kv| serde_json::from_slice::<GroupRecord>(&kv.value).is_ok_and(|g| g.uid == holder));
+    if !alive {
+        return Ok(());
+    }
+    Err(ArmError::conflict("DnsNameLabelConflict", format!("The DNS name label '{label}' is already used by another container group in location '{location}' ({fqdn}).")).with_target("properties.ipAddress.dnsNameLabel").into())
 }
 
 /// A subscription's use of one location: container groups, cores, memory in GB.

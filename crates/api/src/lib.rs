@@ -75,11 +75,14 @@ pub struct ApiConfig {
     pub telemetry: Arc<skiff_telemetry::Telemetry>,
     /// Address blocks virtual networks may not use (the host's default private CIDR).
     pub network_reserved: Vec<String>,
+    /// The DNS zone of group FQDNs when the host serves group networking (`None`: no DNS
+    /// names, so no label conflicts to refuse).
+    pub dns_zone: Option<String>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, secrets: None, quota_memory_gb: 4000.0, auth: None, tls: false, telemetry: Default::default(), network_reserved: Vec::new() }
+        ApiConfig { location: "westus".to_string(), capacity: Capacity::default(), page_size: 100, public_base_url: None, quota_groups: 1000, quota_cores: 1000, secrets: None, quota_memory_gb: 4000.0, auth: None, tls: false, telemetry: Default::default(), network_reserved: Vec::new(), dns_zone: None }
     }
 }
 

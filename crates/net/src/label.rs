@@ -50,6 +50,21 @@ pub fn fqdn(label: &str, location: &str, zone: &str) -> String {
     format!("{}.{}.{}", label, location, zone.trim_matches('.')).to_ascii_lowercase()
 }
 
+/// The tenant every subscription of one Skiff installation belongs to (scope `TenantReuse`).
+pub const LOCAL_TENANT: &str = "skiff";
+
+/// Store keys of DNS names, `dns/<fqdn>` → the uid of the group that holds the name.
+pub const DNS_RECORD_PREFIX: &str = "dns/";
+
+pub fn dns_record_key(fqdn: &str) -> String {
+    format!("{DNS_RECORD_PREFIX}{fqdn}")
+}
+
+/// The FQDN a group asks for: its `dnsNameLabel` under its label scope, in its location.
+pub fn group_fqdn(label: &str, scope: Option<&str>, owner: &LabelOwner<'_>, location: &str, zone: &str) -> String {
+    fqdn(&effective_label(label, scope, owner), location, zone)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

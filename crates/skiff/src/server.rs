@@ -108,6 +108,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         secrets: Some(secrets),
         telemetry,
         network_reserved: vec![args.private_cidr.clone()],
+        dns_zone: args.network.then(|| args.dns_zone.clone()),
         ..ApiConfig::default()
     };
     let app = skiff_api::router(Arc::clone(&store), Arc::new(AgentNode(agent)), api_cfg)
