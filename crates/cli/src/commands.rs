@@ -20,6 +20,8 @@ pub struct Ctx {
     pub client: Client,
     pub settings: Settings,
     pub format: OutputFormat,
+    /// `--query`: a JMESPath expression applied to printed resources.
+    pub query: Option<String>,
     /// Whether progress may be drawn (it still is only on a terminal).
     pub progress: bool,
 }
@@ -30,7 +32,18 @@ impl Ctx {
         let mut settings = config::resolve(cli.server.clone(), cli.subscription.clone(), cli.debug, &file);
         config::resolve_credentials(&mut settings, cli.token.clone(), cli.ca_cert.clone(), &file, &config::local_data_dir());
         let client = Client::new(&settings)?;
-        Ok(Ctx { client, settings, format: cli.output.unwrap_or(OutputFormat::Table), progress: true })
+        if let Some(q) = &cli.query {
+            output::check_query(q)?;
+        }
+        Ok(Ctx { client, settings, format: cli.output.unwrap_or(OutputFormat::Table), query: cli.query.clone(), progress: true })
+    }
+
+    /// `v` as the command prints it: through `--query` if one was given, else by `render`.
+    pub fn render(&self, v: &Value, render: impl FnOnce(&Value, OutputFormat) -> Result<String, CliError>) -> Result<String, CliError> {
+        match &self.query {
+            Some(q) => output::render_query(v, q, self.format),
+            None => render(v, self.format),
+        }
     }
 }
 
@@ -65,15 +78,15 @@ async fn group_command(ctx: &Ctx, cmd: GroupCommand, out: &mut (dyn Write + Send
         GroupCommand::Create { name, location } => {
             let location = location.unwrap_or_else(|| ctx.settings.location.clone());
             let r = c.send(Method::PUT, &c.rg_url(&name), Some(&json!({ "location": location }))).await?;
-            write_str(out, &output::render_rg(&r.json()?, ctx.format)?)
+            write_str(out, &ctx.render(&r.json()?, output::render_rg)?)
         }
         GroupCommand::Show { name } => {
             let rg = c.get_json(&c.rg_url(&name)).await?;
-            write_str(out, &output::render_rg(&rg, ctx.format)?)
+            write_str(out, &ctx.render(&rg, output::render_rg)?)
         }
         GroupCommand::List => {
             let items = c.list_all(&c.rg_list_url(), crate::client::RG_API_VERSION).await?;
-            write_str(out, &output::render_rg_list(&items, ctx.format)?)
+            write_str(out, &ctx.render(&Value::Array(items), |v, f| output::render_rg_list(v.as_array().map(Vec::as_slice).unwrap_or_default(), f))?)
         }
         GroupCommand::Delete { name, yes, no_wait } => {
             if !yes && !confirm(&format!("Are you sure you want to delete resource group '{name}' and everything in it?"))? {
@@ -122,11 +135,11 @@ async fn container_command(ctx: &Ctx, cmd: ContainerCommand, out: &mut (dyn Writ
         ContainerCommand::Create(args) => create(ctx, &args, out).await,
         ContainerCommand::Show(g) => {
             let v = c.get_json(&c.group_url(&g.resource_group, &g.name)).await?;
-            write_str(out, &output::render_group(&v, ctx.format, true)?)
+            write_str(out, &ctx.render(&v, |v, f| output::render_group(v, f, true))?)
         }
         ContainerCommand::List { resource_group } => {
             let items = c.list_all(&c.list_url(resource_group.as_deref()), ACI_API_VERSION).await?;
-            write_str(out, &output::render_group_list(&items, ctx.format)?)
+            write_str(out, &ctx.render(&Value::Array(items), |v, f| output::render_group_list(v.as_array().map(Vec::as_slice).unwrap_or_default(), f))?)
         }
         ContainerCommand::Logs { group, container_name, tail, timestamps, follow } => {
             if follow {
@@ -165,8 +178,8 @@ async fn container_command(ctx: &Ctx, cmd: ContainerCommand, out: &mut (dyn Writ
             }
             // az prints the deleted group (200 + body); 204 means there was nothing to delete.
             let body = r.json()?;
-            if body.is_object() && ctx.format != OutputFormat::Table {
-                write_str(out, &output::render_group(&body, ctx.format, false)?)?;
+            if body.is_object() && (ctx.format != OutputFormat::Table || ctx.query.is_some()) {
+                write_str(out, &ctx.render(&body, |v, f| output::render_group(v, f, false))?)?;
             }
             Ok(())
         }
@@ -233,10 +246,10 @@ async fn create(ctx: &Ctx, args: &CreateArgs, out: &mut (dyn Write + Send)) -> R
     };
     let resp = c.send(Method::PUT, &req.url, Some(&req.body)).await?;
     if args.no_wait {
-        if ctx.format != OutputFormat::Table {
+        if ctx.format != OutputFormat::Table || ctx.query.is_some() {
             let body = resp.json()?;
             if body.is_object() {
-                write_str(out, &output::render_group(&body, ctx.format, false)?)?;
+                write_str(out, &ctx.render(&body, |v, f| output::render_group(v, f, false))?)?;
             }
         }
         return Ok(());
@@ -268,7 +281,7 @@ async fn finish_with_group(
         LroOutcome::Succeeded => {
             if print {
                 let g = c.get_json(&c.group_url(rg, name)).await?;
-                write_str(out, &output::render_group(&g, ctx.format, true)?)?;
+                write_str(out, &ctx.render(&g, |v, f| output::render_group(v, f, true))?)?;
             }
             Ok(())
         }

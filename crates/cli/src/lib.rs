@@ -55,6 +55,13 @@ pub struct Cli {
     #[arg(short = 'o', long, global = true, value_enum)]
     pub output: Option<OutputFormat>,
 
+    /// JMESPath query over the resources a command prints (as az: `--query ipAddress`,
+    /// `--query "containers[].image"`). The resource is seen as az shows it, with each
+    /// `properties` lifted to its object's top level (`properties.x` works too). The result
+    /// prints as JSON, or YAML/TSV with `-o`.
+    #[arg(long, global = true)]
+    pub query: Option<String>,
+
     /// Print the HTTP requests made (method, URL, status; never bodies) to stderr.
     #[arg(long, global = true)]
     pub debug: bool,

@@ -169,6 +169,57 @@ pub fn container_lines(g: &Value) -> Vec<String> {
     out
 }
 
+/// The resource as az shows it: every object's `properties` lifted to that object's top
+/// level (keys already there win), `properties` itself kept, recursively. Pure.
+pub fn az_view(v: &Value) -> Value {
+    match v {
+        Value::Array(items) => Value::Array(items.iter().map(az_view).collect()),
+        Value::Object(map) => {
+            let mut out: serde_json::Map<String, Value> = map.iter().map(|(k, v)| (k.clone(), az_view(v))).collect();
+            if let Some(Value::Object(props)) = out.get("properties").cloned() {
+                for (k, v) in props {
+                    out.entry(k).or_insert(v);
+                }
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+/// Whether `expr` is a valid JMESPath expression (checked before any request is made).
+pub fn check_query(expr: &str) -> Result<(), CliError> {
+    jmespath::compile(expr).map(|_| ()).map_err(|e| CliError::usage(format!("invalid --query '{expr}': {e}")))
+}
+
+/// `expr` applied to the az view of `v`.
+pub fn apply_query(v: &Value, expr: &str) -> Result<Value, CliError> {
+    let compiled = jmespath::compile(expr).map_err(|e| CliError::usage(format!("invalid --query '{expr}': {e}")))?;
+    let data = jmespath::Variable::from_serializable(az_view(v)).map_err(|e| CliError::usage(format!("--query: {e}")))?;
+    let found = compiled.search(data).map_err(|e| CliError::usage(format!("--query '{expr}': {e}")))?;
+    serde_json::to_value(&*found).map_err(|e| CliError::usage(format!("--query: {e}")))
+}
+
+/// The result of `--query`: JSON by default (also for `-o table`, as az prints objects),
+/// YAML with `-o yaml`, and for `-o tsv` scalars one per line (arrays of them tab-separated).
+pub fn render_query(v: &Value, expr: &str, format: OutputFormat) -> Result<String, CliError> {
+    let found = apply_query(v, expr)?;
+    let scalar = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    Ok(match format {
+        OutputFormat::Yaml => to_yaml(&found)?,
+        OutputFormat::Tsv | OutputFormat::Csv => match &found {
+            Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => format!("{}\n", items.iter().map(scalar).collect::<Vec<_>>().join("\t")),
+            Value::Object(_) | Value::Array(_) => to_json(&found),
+            other => format!("{}\n", scalar(other)),
+        },
+        OutputFormat::Json | OutputFormat::Table => to_json(&found),
+    })
+}
+
 pub fn to_json(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into()) + "\n"
 }
@@ -238,6 +289,28 @@ pub fn render_rg_list(items: &[Value], format: OutputFormat) -> Result<String, C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_see_the_az_view() {
+        let g = serde_json::json!({"name": "web", "properties": {
+            "provisioningState": "Succeeded",
+            "ipAddress": {"ip": "127.77.0.5", "ports": [{"port": 80, "protocol": "TCP"}], "fqdn": "shop.westus.skiff.local"},
+            "containers": [{"name": "a", "properties": {"image": "busybox", "instanceView": {"restartCount": 2}}}, {"name": "b", "properties": {"image": "httpd"}}]
+        }});
+        assert_eq!(apply_query(&g, "ipAddress").unwrap(), g["properties"]["ipAddress"]);
+        assert_eq!(apply_query(&g, "ipAddress.ip").unwrap(), "127.77.0.5");
+        assert_eq!(apply_query(&g, "properties.ipAddress.fqdn").unwrap(), "shop.westus.skiff.local");
+        assert_eq!(apply_query(&g, "containers[].image").unwrap(), serde_json::json!(["busybox", "httpd"]));
+        assert_eq!(apply_query(&g, "containers[0].instanceView.restartCount").unwrap(), 2);
+        assert_eq!(apply_query(&g, "nothing").unwrap(), Value::Null);
+        assert_eq!(render_query(&g, "ipAddress.ip", OutputFormat::Tsv).unwrap(), "127.77.0.5\n");
+        assert_eq!(render_query(&g, "containers[].name", OutputFormat::Tsv).unwrap(), "a\tb\n");
+        assert_eq!(render_query(&serde_json::json!([g.clone(), g]), "[].name", OutputFormat::Json).unwrap(), "[\n  \"web\",\n  \"web\"\n]\n");
+        assert!(check_query("containers[").is_err());
+        // A key already at the top level is not overwritten by one lifted from properties.
+        let v = serde_json::json!({"name": "outer", "properties": {"name": "inner"}});
+        assert_eq!(apply_query(&v, "name").unwrap(), "outer");
+    }
     use serde_json::json;
 
     pub fn sample() -> Value {

@@ -52,6 +52,11 @@ fn public_ips_ports_dns_and_teardown() {
     assert_ne!(ipa, ipb, "two groups on port 80 get two addresses");
     assert!(ipa.starts_with("127.77.") && ipb.starts_with("127.77."));
     assert_eq!(a["properties"]["ipAddress"]["fqdn"], "shop.westus.skiff.test");
+    // az's way of reading it.
+    let shown: Value = serde_json::from_str(&srv.cli_ok(&["container", "show", "-g", "net", "-n", "a", "--query", "ipAddress"])).unwrap();
+    assert_eq!((shown["ip"].as_str(), shown["fqdn"].as_str()), (Some(ipa.as_str()), Some("shop.westus.skiff.test")), "{shown}");
+    assert_eq!(shown["ports"], json!([{"port": 80}]));
+    assert_eq!(srv.cli_ok(&["container", "show", "-g", "net", "-n", "a", "--query", "ipAddress.ip", "-o", "tsv"]).trim(), ipa);
 
     // Both answer on port 80 of their own address.
     for ip in [&ipa, &ipb] {
