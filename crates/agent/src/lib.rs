@@ -236,6 +236,7 @@ impl Agent {
         shared.meter.close_orphans(&known).await;
         tokio::spawn(metering::flush_loop(Arc::clone(&shared.meter)));
         tokio::spawn(watch_loop(Arc::clone(&shared), revision));
+        tokio::spawn(network::follow_subnets(Arc::clone(&shared)));
         tokio::spawn(gc_loop(Arc::clone(&shared)));
         tokio::spawn(metrics::sample_loop(Arc::clone(&shared)));
         tokio::spawn(maintenance::run(Arc::clone(&shared.store)));

@@ -114,6 +114,56 @@ fn resolv_conf(rec: &GroupRecord) -> String {
         .collect()
 }
 
+const SUBNETS_PREFIX: &str = "subnets/";
+
+/// Remove the bridges of subnets that no longer exist.
+async fn remove_stale_subnet_bridges(sh: &Shared) {
+    let Some(net) = sh.net.as_ref() else { return };
+    let live: HashSet<String> = match sh.store.list(SUBNETS_PREFIX, None, None).await {
+        Ok((kvs, _)) => kvs.iter().filter_map(|kv| kv.key.strip_prefix(SUBNETS_PREFIX).map(str::to_string)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "listing subnets failed");
+            return;
+        }
+    };
+    match net.remove_stale_subnet_bridges(&live).await {
+        Ok(gone) if !gone.is_empty() => tracing::info!(bridges = ?gone, "removed the bridges of deleted subnets"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %chain(&e), "removing the bridges of deleted subnets failed"),
+    }
+}
+
+/// Follow subnet deletions: a deleted subnet's bridge goes with it (its groups went first: a
+/// subnet in use cannot be deleted), so re-creating the subnet with another prefix starts clean.
+pub(crate) async fn follow_subnets(sh: std::sync::Arc<Shared>) {
+    if sh.net.is_none() {
+        return;
+    }
+    use futures::StreamExt;
+    loop {
+        let revision = match sh.store.list(SUBNETS_PREFIX, None, None).await {
+            Ok((_, rev)) => rev,
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        remove_stale_subnet_bridges(&sh).await;
+        let mut events = sh.store.watch(SUBNETS_PREFIX, revision);
+        while let Some(ev) = events.next().await {
+            match ev {
+                Ok(skiff_store::WatchEvent::Delete { .. }) => remove_stale_subnet_bridges(&sh).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching subnets failed; starting over");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// A subnet of a named virtual network, stored by the network API under
 /// `subnets/<lower-cased resource id>` as `{"addressPrefix": "10.1.0.0/24"}`.
 async fn subnet_of(sh: &Shared, rec: &GroupRecord) -> Result<Attachment, String> {

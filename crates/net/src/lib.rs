@@ -247,6 +247,27 @@ impl Network {
         Ok(())
     }
 
+    /// Remove the bridges of named subnets that no longer exist (`live`: the lower-cased
+    /// resource ids of those that do), with their firewall set elements. A bridge that still
+    /// has ports is left alone. Returns the bridges removed.
+    pub async fn remove_stale_subnet_bridges(&self, live: &HashSet<String>) -> Result<Vec<String>, NetError> {
+        let keep: HashSet<String> = live.iter().map(|id| names::subnet_bridge(id)).collect();
+        let mut removed = Vec::new();
+        for bridge in self.nl.links_with_prefix(names::SUBNET_BRIDGE_PREFIX).await? {
+            if keep.contains(&bridge) || self.nl.has_ports(&bridge).await? {
+                continue;
+            }
+            self.bridges.lock().unwrap_or_else(|p| p.into_inner()).remove(&bridge);
+            if self.nl.del_link(&bridge).await? {
+                let batch = nft::forget_bridge_batch(&bridge);
+                // Already forgotten (an earlier, interrupted sweep) is fine.
+                let _ = tokio::task::spawn_blocking(move || nft::apply(&batch)).await;
+                removed.push(bridge);
+            }
+        }
+        Ok(removed)
+    }
+
     /// Remove network objects of groups that no longer exist (a crash between "record
     /// removed" and "network torn down", or mid-create), found by their Skiff names.
     pub async fn sweep(&self, known: &HashSet<String>) -> Result<usize, NetError> {

@@ -193,6 +193,18 @@ impl Netlink {
     }
 
     /// Delete the link `name`; absent is fine. Deleting one end of a veth removes both.
+    /// Whether any link has the bridge `name` as its controller.
+    pub async fn has_ports(&self, name: &str) -> Result<bool, NetlinkError> {
+        let Some(index) = self.link_index(name).await? else { return Ok(false) };
+        let mut links = self.handle.link().get().execute();
+        while let Some(l) = links.try_next().await.map_err(req("listing links"))? {
+            if l.attributes.iter().any(|a| matches!(a, LinkAttribute::Controller(c) if *c == index)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub async fn del_link(&self, name: &str) -> Result<bool, NetlinkError> {
         let Some(index) = self.link_index(name).await? else { return Ok(false) };
         match self.handle.link().del(index).execute().await {

@@ -219,6 +219,15 @@ pub fn bridge_batch(bridge: &str, intra: bool) -> Value {
     json!({"nftables": cmds})
 }
 
+/// Forget a subnet bridge: its elements of both sets (as [`bridge_batch`] added them with
+/// `intra`). nft 1.0.6 has no `destroy`: a batch whose element is already gone fails whole.
+pub fn forget_bridge_batch(bridge: &str) -> Value {
+    json!({"nftables": [
+        {"delete": obj("element", json!({"name": "bridges", "elem": [bridge]}))},
+        {"delete": obj("element", json!({"name": "intra", "elem": [{"concat": [bridge, bridge]}]}))},
+    ]})
+}
+
 /// Forward exactly `ports` of `public` to `private` (same port numbers: ACI has no port
 /// mapping). Idempotent: the chain is flushed and refilled.
 pub fn group_batch(chain_name: &str, public: Ipv4Addr, private: Ipv4Addr, ports: &[(u16, Proto)]) -> Value {

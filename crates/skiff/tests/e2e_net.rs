@@ -258,6 +258,12 @@ fn vnets_subnets_isolation_spoofing_and_host_services() {
     assert_eq!(srv.request("GET", &format!("{vnet_path}/subnets/s1?{q}"), None).status, 404);
     srv.cli_ok(&["network", "vnet", "delete", "-g", "vn", "-n", "v1"]);
     assert_eq!(srv.request("GET", &format!("{vnet_path}?{q}"), None).status, 404);
+    // The subnets' bridges (and their firewall set elements) go with the subnets.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ns.leak_view().contains("skb") {
+        assert!(std::time::Instant::now() < deadline, "subnet bridges left after the subnets were deleted:\n{}", ns.leak_view());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let after = ns.leak_view();
     assert!(!after.contains("skv") || after.matches("skv").count() == after.matches("\"skv*\"").count(), "veths left:\n{after}");
     assert!(!after.contains(" . 10."), "anti-spoofing elements left:\n{after}");
@@ -387,4 +393,6 @@ fn fifty_groups_created_and_deleted_leak_nothing() {
     }
     assert_eq!(ns.leak_view(), baseline, "network objects left after deleting {N} groups");
     assert_eq!(ipam_keys(&srv), "", "address or name reservations left after deleting {N} groups");
+    let netns_left: Vec<_> = std::fs::read_dir(srv.run_dir.join("netns")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(netns_left.is_empty(), "network namespaces left: {netns_left:?}");
 }
