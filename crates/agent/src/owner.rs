@@ -320,6 +320,7 @@ impl Owner {
                 mounts: crate::volumes::mounts_for(&volumes, c.properties.volume_mounts.as_deref()),
                 liveness_probe: c.properties.liveness_probe.as_ref().and_then(crate::probes::probe_plan),
                 readiness_probe: c.properties.readiness_probe.as_ref().and_then(crate::probes::probe_plan),
+                stdin: c.properties.stdin.unwrap_or(false),
             });
         }
         // Init containers: the group's whole allocation (ACI gives them no requests of their own).
@@ -351,6 +352,7 @@ impl Owner {
                 mounts: crate::volumes::mounts_for(&volumes, p.volume_mounts.as_deref()),
                 liveness_probe: None,
                 readiness_probe: None,
+                stdin: false,
             });
         }
         // The namespace exists before anything uses it: the held supervisor (which joins it

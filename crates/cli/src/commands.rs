@@ -154,7 +154,7 @@ async fn container_command(ctx: &Ctx, cmd: ContainerCommand, out: &mut (dyn Writ
         ContainerCommand::Exec { group, container_name, exec_command } => {
             crate::exec::exec(ctx, &group, container_name, &exec_command, out).await
         }
-        ContainerCommand::Attach { group, container_name } => crate::exec::attach(ctx, &group, container_name, out).await,
+        ContainerCommand::Attach { group, container_name, no_stdin } => crate::exec::attach(ctx, &group, container_name, !no_stdin, out).await,
         ContainerCommand::Start { group, no_wait } => action(ctx, &group, "start", no_wait, "Starting").await,
         ContainerCommand::Restart { group, no_wait } => action(ctx, &group, "restart", no_wait, "Restarting").await,
         ContainerCommand::Stop { group } => {

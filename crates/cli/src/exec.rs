@@ -59,13 +59,14 @@ pub async fn exec(ctx: &Ctx, g: &GroupRef, container: Option<String>, command: &
     }
 }
 
-/// `container attach`: the container's live output until it ends.
-pub async fn attach(ctx: &Ctx, g: &GroupRef, container: Option<String>, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+/// `container attach`: the container's live output until it ends, and this terminal's input
+/// as its stdin (as `docker attach` does; `--no-stdin` turns that off).
+pub async fn attach(ctx: &Ctx, g: &GroupRef, container: Option<String>, with_stdin: bool, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     let container = pick_container(ctx, g, container).await?;
     let c = &ctx.client;
     let url = c.group_action_url(&g.resource_group, &g.name, &format!("containers/{container}/attach"));
     let session = c.send(Method::POST, &url, None).await?.json()?;
-    run_session(&session, ctx.settings.ca_cert.as_deref(), false, false, out).await.map(drop)
+    run_session(&session, ctx.settings.ca_cert.as_deref(), with_stdin, false, out).await.map(drop)
 }
 
 trait AsFdBorrowed {

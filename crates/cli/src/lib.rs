@@ -517,6 +517,10 @@ pub enum ContainerCommand {
         /// Container (required if the group has more than one).
         #[arg(long)]
         container_name: Option<String>,
+        /// Do not send this terminal's input to the container (containers created with
+        /// `stdin: true` read it; others ignore it).
+        #[arg(long)]
+        no_stdin: bool,
     },
     /// Resource metrics of a group, shaped like Azure Monitor's (Skiff extension).
     Metrics(metrics::MetricsArgs),

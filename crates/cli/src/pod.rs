@@ -276,7 +276,7 @@ impl Walker {
     }
 
     fn container(&mut self, c: &Value, at: &str, init: bool, all_ports: &mut Vec<Value>) -> Value {
-        let main_only: &[&str] = &["ports", "resources", "livenessProbe", "readinessProbe"];
+        let main_only: &[&str] = &["ports", "resources", "livenessProbe", "readinessProbe", "stdin"];
         let mut known = vec!["name", "image", "command", "args", "env", "volumeMounts", "securityContext"];
         if !init {
             known.extend_from_slice(main_only);
@@ -328,6 +328,12 @@ impl Walker {
                 }
                 "resources" => resources = Some((v, path)),
                 "livenessProbe" | "readinessProbe" => probes.push((k, v, path)),
+                "stdin" => match v.as_bool() {
+                    Some(b) => {
+                        props.insert("stdin".into(), b.into());
+                    }
+                    None => self.invalid(&path, "`stdin` must be true or false"),
+                },
                 _ => {}
             }
         }
@@ -856,6 +862,15 @@ spec:
             assert!(err.invalid.iter().any(|i| i.starts_with(want)), "{want} missing from {:?}", err.invalid);
         }
         assert!(pod_to_group(&yaml("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n")).unwrap_err().invalid.iter().any(|i| i.starts_with("spec: ")));
+    }
+
+    #[test]
+    fn stdin_is_mapped_for_app_containers_only() {
+        let g = pod_to_group(&yaml("apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - {name: c, image: busybox, stdin: true}\n")).unwrap();
+        assert_eq!(g["properties"]["containers"][0]["properties"]["stdin"], json!(true));
+        let err = pod_to_group(&yaml("apiVersion: v1\nkind: Pod\nspec:\n  initContainers:\n  - {name: i, image: busybox, stdin: true}\n  containers:\n  - {name: c, image: busybox, stdin: maybe}\n")).unwrap_err();
+        assert!(err.unsupported.iter().any(|u| u.contains("initContainers[0].stdin")), "{err:?}");
+        assert!(err.invalid.iter().any(|i| i.starts_with("spec.containers[0].stdin: ")), "{err:?}");
     }
 
     #[test]

@@ -121,6 +121,10 @@ pub struct ContainerProperties {
     pub readiness_probe: Option<Probe>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
+    /// Skiff extension (Kubernetes' `stdin`; not in the ARM contract): the container reads a
+    /// stdin that `attach` sessions write to, instead of an empty one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

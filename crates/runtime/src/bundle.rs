@@ -307,6 +307,7 @@ mod tests {
                 mounts: Vec::new(),
                 liveness_probe: None,
                 readiness_probe: None,
+                stdin: false,
             }],
             userns: None,
             hold: false,

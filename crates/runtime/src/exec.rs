@@ -191,12 +191,51 @@ pub async fn relay(conn: UnixStream, leftover: Vec<u8>, started: Started, exit: 
     let _ = writer.await;
 }
 
-/// Relay an attach session: the container's output as it is produced, until
-/// both of its output pipes close (the container ended) or the client leaves.
-pub async fn relay_attach(conn: UnixStream, mut rx: broadcast::Receiver<AttachEvent>) {
+/// The write end of a container's stdin pipe, replaced at every start of the container;
+/// every attach session writes to whichever is current.
+#[derive(Debug, Clone, Default)]
+pub struct StdinHub(std::sync::Arc<tokio::sync::Mutex<Option<pipe::Sender>>>);
+
+impl StdinHub {
+    /// The stdin of a new run of the container (the old one's pipe is closed).
+    pub fn replace(&self, write_end: OwnedFd) {
+        let sender = pipe::Sender::from_owned_fd(write_end).ok();
+        match self.0.try_lock() {
+            Ok(mut cur) => *cur = sender,
+            // A session is writing right now; swap once it is done.
+            Err(_) => {
+                let hub = self.0.clone();
+                tokio::spawn(async move { *hub.lock().await = sender });
+            }
+        }
+    }
+
+    /// Write `data` to the current run's stdin; false once it is closed (the container
+    /// stopped reading, or there is no run).
+    pub async fn write(&self, data: &[u8]) -> bool {
+        let mut cur = self.0.lock().await;
+        match cur.as_mut() {
+            Some(w) => {
+                let ok = w.write_all(data).await.is_ok();
+                if !ok {
+                    *cur = None;
+                }
+                ok
+            }
+            None => false,
+        }
+    }
+}
+
+/// Relay an attach session: the container's output as it is produced, until both of its
+/// output pipes close (the container ended) or the client leaves; with `stdin`, the client's
+/// data frames go to the container's stdin (an EOF frame only detaches this session's input:
+/// others may still be writing).
+pub async fn relay_attach(conn: UnixStream, leftover: Vec<u8>, mut rx: broadcast::Receiver<AttachEvent>, stdin: Option<StdinHub>) {
     let (mut cr, mut cw) = conn.into_split();
+    let mut frames = FrameReader::with_buffer(leftover);
+    let mut input = stdin;
     let mut closed = 0;
-    let mut scratch = [0u8; 256];
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
@@ -211,7 +250,18 @@ pub async fn relay_attach(conn: UnixStream, mut rx: broadcast::Receiver<AttachEv
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => break,
             },
-            n = cr.read(&mut scratch) => if matches!(n, Ok(0) | Err(_)) { return },
+            f = frames.next(&mut cr) => match f {
+                Ok(Some(Frame::Data(d))) => {
+                    if let Some(hub) = &input {
+                        if !hub.write(&d).await {
+                            input = None;
+                        }
+                    }
+                }
+                Ok(Some(Frame::Eof)) => input = None,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            },
         }
     }
     // The exit code follows the pipes' close shortly (the reaper publishes it).

@@ -81,10 +81,13 @@ impl OciRuntime {
     /// `run -d`: create and start container `id` from `bundle` with the given
     /// stdout/stderr (stdin is /dev/null). The runtime's own error messages go
     /// to `stderr` too, i.e. into the container log. Returns the init pid.
+    /// `run -d`: the container's stdout/stderr are `stdout`/`stderr`, its stdin `stdin` or
+    /// /dev/null.
     pub fn run_detached(
         &self,
         id: &str,
         bundle: &Path,
+        stdin: Option<OwnedFd>,
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<u32, OciError> {
@@ -99,6 +102,9 @@ impl OciRuntime {
             .arg(&pid_file)
             .arg(id);
         c.stdout(Stdio::from(stdout)).stderr(Stdio::from(stderr));
+        if let Some(fd) = stdin {
+            c.stdin(Stdio::from(fd));
+        }
         let status = c.status().map_err(|source| OciError::Exec {
             binary: self.binary.clone(),
             source,

@@ -117,6 +117,9 @@ pub struct ContainerPlan {
     pub liveness_probe: Option<crate::probe::ProbePlan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<crate::probe::ProbePlan>,
+    /// Give the container a stdin pipe that attach sessions write to (else /dev/null).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
 }
 
 /// One volume mount of a container.

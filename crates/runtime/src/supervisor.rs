@@ -227,8 +227,8 @@ enum Msg {
     },
 }
 
-/// Output subscribers of each container, by name (for `attach`).
-type Attachers = Arc<std::collections::HashMap<String, broadcast::Sender<AttachEvent>>>;
+/// What `attach` reaches of each container, by name: its output, and its stdin if it has one.
+type Attachers = Arc<std::collections::HashMap<String, (broadcast::Sender<AttachEvent>, Option<crate::exec::StdinHub>)>>;
 
 struct Ctr {
     plan: ContainerPlan,
@@ -242,6 +242,8 @@ struct Ctr {
     restart_pending: bool,
     log: Arc<Mutex<LogWriter>>,
     events: broadcast::Sender<AttachEvent>,
+    /// The write end of the current run's stdin pipe (`plan.stdin` only).
+    stdin: Option<crate::exec::StdinHub>,
     /// Probe tasks of the current run (aborted when it ends) and their bookkeeping.
     probes: Vec<tokio::task::AbortHandle>,
     liveness: crate::probe::ProbeState,
@@ -289,6 +291,7 @@ impl Supervisor {
                 restart_pending: false,
                 log: Arc::new(Mutex::new(log)),
                 events: broadcast::channel(events).0,
+                stdin: c.stdin.then(crate::exec::StdinHub::default),
                 probes: Vec::new(),
                 liveness: Default::default(),
                 readiness: Default::default(),
@@ -326,7 +329,7 @@ impl Supervisor {
         let listener = UnixListener::from_std(p.listener)?;
         let attachers: Attachers = Arc::new(
             ctrs.iter()
-                .map(|c| (c.plan.name.clone(), c.events.clone()))
+                .map(|c| (c.plan.name.clone(), (c.events.clone(), c.stdin.clone())))
                 .collect(),
         );
         tokio::spawn(accept_loop(listener, status_tx.subscribe(), tx.clone(), attachers));
@@ -898,8 +901,17 @@ fn launch(rt: &OciRuntime, c: &mut Ctr, st: &mut ContainerStatus, now: Timestamp
         pipes.map_err(|e| format!("Error: cannot create pipes: {e}"))?;
     spawn_copier(out_r, Stream::Stdout, c.log.clone(), c.events.clone());
     spawn_copier(err_r, Stream::Stderr, c.log.clone(), c.events.clone());
+    // A fresh stdin pipe per run: attach sessions write to the hub, which holds its write end.
+    let stdin = match &c.stdin {
+        Some(hub) => {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("Error: cannot create the stdin pipe: {e}"))?;
+            hub.replace(w);
+            Some(r)
+        }
+        None => None,
+    };
     let _ = rt.delete_force(&c.id); // a leftover from an earlier supervisor
-    let pid = rt.run_detached(&c.id, &c.bundle, out_w, err_w).map_err(|e| {
+    let pid = rt.run_detached(&c.id, &c.bundle, stdin, out_w, err_w).map_err(|e| {
         format!(
             "Error: failed to start container {}: {}",
             c.plan.name,
@@ -1126,7 +1138,7 @@ async fn serve(
                     .ok()
                     .and_then(|st| st.container(&container).map(|c| c.current_state.state == State::Running))
                     .unwrap_or(false);
-                let Some(events) = attachers.get(&container).filter(|_| running) else {
+                let Some((events, stdin)) = attachers.get(&container).filter(|_| running) else {
                     let msg = format!("container '{container}' is not running");
                     let line = serde_json::to_string(&Reply::error(msg)).unwrap_or_default();
                     let _ = send_line(&mut w, &line).await;
@@ -1137,9 +1149,10 @@ async fn serve(
                 if send_line(&mut w, &line).await.is_err() {
                     return;
                 }
+                let leftover = lines.get_ref().buffer().to_vec();
                 let r = lines.into_inner().into_inner();
                 let Ok(conn) = r.reunite(w) else { return };
-                crate::exec::relay_attach(conn, rx).await;
+                crate::exec::relay_attach(conn, leftover, rx, stdin.clone()).await;
                 return;
             }
         }

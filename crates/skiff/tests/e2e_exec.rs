@@ -126,6 +126,27 @@ fn attach_streams_new_output_until_the_container_ends() {
     assert!(!out.seen.contains("early-line"), "attach replayed old output: {}", out.seen);
 }
 
+/// A container created with `stdin: true` (Skiff extension) reads what `attach` sends; the
+/// attach ends when the container does.
+#[test]
+fn attach_sends_stdin_to_a_container_that_reads_it() {
+    let s = TestServer::start();
+    s.ensure_rg("at");
+    let mut body = simple_group(&image("busybox:latest"), &["sh", "-c", "echo ready; while read l; do echo got:$l; [ \"$l\" = quit ] && exit 0; done; echo stdin-closed; sleep 3600"]);
+    body["properties"]["containers"][0]["properties"]["stdin"] = json!(true);
+    body["properties"]["restartPolicy"] = json!("Never");
+    assert_eq!(s.put_group("at", "reader", &body).status, 201);
+    s.wait_logs("at", "reader", "main", "ready");
+    let (mut child, mut out) = spawn_piped(&s, &["container", "attach", "-g", "at", "-n", "reader"], Some("hello\nquit\n"));
+    out.expect("got:hello", T);
+    out.expect("got:quit", T);
+    let st = wait_child(&mut child, T);
+    assert!(st.success(), "attach: {st}");
+    let g = s.wait_state("at", "reader", "Succeeded");
+    assert!(!out.seen.contains("stdin-closed"), "{}", out.seen);
+    assert!(s.logs("at", "reader", "main").contains("got:quit"), "{g}");
+}
+
 #[test]
 fn logs_follow_streams_lines_as_written_and_ends_with_the_container() {
     let s = TestServer::start();

@@ -59,6 +59,7 @@ pub fn container(name: &str, rootfs: &Path, script: &str) -> ContainerPlan {
         mounts: Vec::new(),
         liveness_probe: None,
         readiness_probe: None,
+        stdin: false,
     }
 }
 
