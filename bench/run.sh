@@ -17,6 +17,10 @@
 #               (default 100, --quick 5; the issue's number is 200: --api 200); no peer
 #   restart     N live groups (default 100, --quick 5; the issue's 500: --restart 500), SIGTERM and
 #               restart the daemon: time until the API answers and all groups show Running
+#   pull        first pull+unpack of a ~210 MB, 4-layer image from Debian packages (bench/pull-image.sh)
+#               into an empty image cache, N times (default 3, --quick 1), then an image sharing
+#               two of its layers; peers `podman pull`, `skopeo copy` and the raw-copy bound
+#               (every blob fetched from the registry and fsynced, nothing unpacked)
 # --keep-log FILE copies the server's log there before the cleanup removes it. --no-peer
 # measures Skiff alone (for profiling; the published tables always have their peer).
 # --count N overrides N of cold-start and burst. --bin PATH: use this skiff binary and do not
@@ -48,15 +52,15 @@ while [ $# -gt 0 ]; do
     --restart) RESTARTN=$2; shift ;;
     --keep-log) KEEP_LOG=$2; shift ;;
     --no-peer) NO_PEER=1 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
-    cold-start|burst|density|api|restart) SCENARIOS+=("$1") ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    cold-start|burst|density|api|restart|pull) SCENARIOS+=("$1") ;;
     *) echo "bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(cold-start burst density api restart)
-if [ "$QUICK" = 1 ]; then N_COLD=${COUNT:-5}; N_BURST=${COUNT:-10}; N_DENS=${DENSITY:-5}; N_API=${APIN:-5}; N_RESTART=${RESTARTN:-5}
-else N_COLD=${COUNT:-50}; N_BURST=${COUNT:-100}; N_DENS=${DENSITY:-100}; N_API=${APIN:-100}; N_RESTART=${RESTARTN:-100}; fi
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(cold-start burst density api restart pull)
+if [ "$QUICK" = 1 ]; then N_COLD=${COUNT:-5}; N_BURST=${COUNT:-10}; N_DENS=${DENSITY:-5}; N_API=${APIN:-5}; N_RESTART=${RESTARTN:-5}; N_PULL=1
+else N_COLD=${COUNT:-50}; N_BURST=${COUNT:-100}; N_DENS=${DENSITY:-100}; N_API=${APIN:-100}; N_RESTART=${RESTARTN:-100}; N_PULL=3; fi
 
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: ERROR: $*" >&2; exit 1; }
@@ -188,6 +192,83 @@ crun_floor() {
     2>"$WORK/result-crun-floor.json"
 }
 
+# The pull scenario: Skiff into an empty cache (the server restarted on an empty image store
+# before each sample), then the peers on the same bytes of the same registry.
+pull_scenario() {
+  local n=$1 i a=$REG_ADDR/pull-a:latest b=$REG_ADDR/pull-b:latest
+  bash bench/pull-image.sh "127.0.0.1:${SKIFF_TEST_REGISTRY_PORT:-5100}"
+  local raw=$WORK/pull-raw samples=$WORK/pull-samples.jsonl peers=$WORK/pull-peers.txt
+  : >"$samples"; : >"$peers"
+  local blobs
+  blobs=$("${IN_NS[@]}" skopeo inspect --raw --tls-verify=false "docker://$a" | jq -r '.config.digest, .layers[].digest')
+  local bytes
+  bytes=$("${IN_NS[@]}" skopeo inspect --raw --tls-verify=false "docker://$a" | jq '[.config.size, .layers[].size] | add')
+  for i in $(seq "$n"); do
+    kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+    rm -rf "$WORK/data/images"
+    start_server; wait_server
+    local before
+    before=$(grep -c '"GET /v2/pull-b/blobs/sha256' "$WORK/registry.log" || true)
+    "${IN_NS[@]}" "$BIN" bench pull --image "$a" --second-image "$b" -g "$RG" >>"$samples"
+    echo "pull-b-blob-gets $(( $(grep -c '"GET /v2/pull-b/blobs/sha256' "$WORK/registry.log" || true) - before ))" >>"$peers"
+    # The raw-copy bound: the same blobs over the same loopback into files, fsynced, one at a
+    # time per blob but all blobs at once (as Skiff fetches layers concurrently).
+    rm -rf "$raw"; mkdir -p "$raw"
+    local t0 t1 d fetches=()
+    t0=$(date +%s%N)
+    for d in $blobs; do
+      "${IN_NS[@]}" curl -sf -o "$raw/${d#sha256:}" "http://$REG_ADDR/v2/pull-a/blobs/$d" &
+      fetches+=($!)
+    done
+    wait "${fetches[@]}"
+    sync -f "$raw"
+    t1=$(date +%s%N)
+    echo "raw $(( (t1 - t0) / 1000 ))" >>"$peers"
+    if [ "$HAVE_PODMAN" = 1 ]; then
+      "${IN_NS[@]}" podman rmi -f "$a" >/dev/null 2>&1 || true
+      t0=$(date +%s%N)
+      "${IN_NS[@]}" podman pull -q --tls-verify=false "$a" >/dev/null
+      t1=$(date +%s%N)
+      echo "podman $(( (t1 - t0) / 1000 ))" >>"$peers"
+      "${IN_NS[@]}" podman rmi -f "$a" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$WORK/pull-skopeo"
+    t0=$(date +%s%N)
+    "${IN_NS[@]}" skopeo copy -q --src-tls-verify=false "docker://$a" "oci:$WORK/pull-skopeo:a"
+    t1=$(date +%s%N)
+    echo "skopeo $(( (t1 - t0) / 1000 ))" >>"$peers"
+    rm -rf "$WORK/pull-skopeo" "$raw"
+  done
+  python3 - "$samples" "$peers" "$bytes" "$WORK/result-pull.json" <<'PY'
+import json, sys
+samples = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+peers = {}
+for l in open(sys.argv[2]):
+    k, v = l.split()
+    peers.setdefault(k, []).append(float(v) / 1000 if k != "pull-b-blob-gets" else int(v))
+size_mb = int(sys.argv[3]) / 1e6
+def med(xs):
+    xs = sorted(xs); return xs[len(xs) // 2] if xs else None
+a = [s["pull_ms"] for s in samples[0::2]]
+b = [s["pull_ms"] for s in samples[1::2]]
+rows = [("skiff pull+unpack (pull-a, empty cache)", med(a))]
+for k, label in [("raw", "raw copy of the same blobs (bound)"), ("podman", "podman pull"), ("skopeo", "skopeo copy (no unpack)")]:
+    if peers.get(k):
+        rows.append((label, med(peers[k])))
+print(f"pull-a: {size_mb:.0f} MB compressed in 4 layers; {len(a)} sample(s), medians")
+print(f"{'':44} {'ms':>9} {'MB/s':>8} {'skiff/x':>8}")
+for label, v in rows:
+    print(f"{label:44} {v:9.1f} {size_mb / (v / 1000):8.1f} {med(a) / v:7.2f}x")
+print(f"skiff throughput vs the raw-copy bound: {100 * med(peers['raw']) / med(a):.0f}% (target >= 80%)")
+if b:
+    gets = peers.get("pull-b-blob-gets", [])
+    print(f"pull-b after pull-a (2 of its 3 layers cached): {med(b):.1f} ms; blobs pull-b fetched: {gets} (its new layer and config only)")
+json.dump({"scenario": "pull", "bytes": int(sys.argv[3]), "skiff_pull_ms": a, "skiff_second_pull_ms": b,
+           "peers_ms": {k: v for k, v in peers.items() if k != "pull-b-blob-gets"},
+           "second_image_blob_gets": peers.get("pull-b-blob-gets", []), "samples": samples}, open(sys.argv[4], "w"))
+PY
+}
+
 for s in "${SCENARIOS[@]}"; do
   echo; echo "== $s"
   case "$s" in
@@ -211,6 +292,8 @@ for s in "${SCENARIOS[@]}"; do
       start_server
       "${IN_NS[@]}" "$BIN" bench wait-all -g "$RG" -n "$N_RESTART" --since-unix-ns "$T0" --json-out "$WORK/result-restart.json"
       "${IN_NS[@]}" "$BIN" group delete -g "$RG" --yes >/dev/null ;;
+    pull)
+      pull_scenario "$N_PULL" ;;
   esac
 done
 

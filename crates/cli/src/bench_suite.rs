@@ -601,6 +601,37 @@ pub async fn api(ctx: &Ctx, args: &ScenarioArgs, out: &mut (dyn Write + Send)) -
     )
 }
 
+// ------------------------------------------------------------------ pull
+
+/// `skiff bench pull`: one cold pull+unpack of `--image` (and then of `--second-image`), timed
+/// by the server's start phases (scheduled → imageReady: the pull, digest checks and unpack,
+/// nothing else), with the bytes the pull reported. One JSON line per image on `out`.
+pub async fn pull(ctx: &Ctx, args: &crate::PullArgs, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    let a = &args.scenario;
+    let rg = &a.resource_group;
+    let timeout = Duration::from_secs(a.timeout.max(600));
+    let location = ensure_resource_group(ctx, rg, None).await?;
+    let images: Vec<&String> = std::iter::once(&a.image).chain(args.second_image.as_ref()).collect();
+    for (i, image) in images.into_iter().enumerate() {
+        let name = format!("skiff-bench-pull-{i}");
+        let body = group_body(image, &location, None);
+        let result = create_running(ctx, rg, &name, &body, timeout).await;
+        let deleted = delete_and_wait(ctx, rg, &name).await;
+        let (wall, g) = result?;
+        deleted?;
+        let phases = g.pointer("/properties/instanceView/skiffStartPhases").and_then(phase_offsets_ms).ok_or_else(|| CliError::usage("the group has no start phases"))?;
+        let pulled = g
+            .pointer("/properties/containers/0/properties/instanceView/events")
+            .and_then(Value::as_array)
+            .and_then(|evs| evs.iter().find(|e| e["name"] == "Pulled"))
+            .and_then(|e| e["message"].as_str())
+            .map(str::to_string);
+        let line = json!({"image": image, "pull_ms": phases[0], "create_to_running_ms": ms(wall), "pulled_event": pulled});
+        write_str(out, &format!("{line}\n"))?;
+    }
+    Ok(())
+}
+
 // ------------------------------------------------------------------ restart
 
 /// `skiff bench wait-all`: after a daemon restart at `--since-unix-ns`, time until the API

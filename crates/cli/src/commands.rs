@@ -61,6 +61,7 @@ pub async fn dispatch(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliE
         Command::Bench(BenchCommand::Density(args)) => crate::bench_suite::density(&ctx, &args, out).await,
         Command::Bench(BenchCommand::Api(args)) => crate::bench_suite::api(&ctx, &args, out).await,
         Command::Bench(BenchCommand::WaitAll(args)) => crate::bench_suite::wait_all(&ctx, &args, out).await,
+        Command::Bench(BenchCommand::Pull(args)) => crate::bench_suite::pull(&ctx, &args, out).await,
         Command::Share(cmd) => crate::shares::run(&ctx, cmd, out).await,
         Command::Usage(args) => crate::metering::usage(&ctx, &args, out).await,
         Command::Events(args) => crate::metering::events(&ctx, &args, out).await,

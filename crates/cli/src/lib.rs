@@ -541,6 +541,19 @@ pub enum BenchCommand {
     Api(ScenarioArgs),
     /// After a daemon restart: time until the API answers and the groups of `density --keep` are Running.
     WaitAll(ScenarioArgs),
+    /// One sample of the pull scenario: a group of `--image` on a server whose image cache is
+    /// empty (bench/run.sh restarts it so), then one of `--second-image` (which shares layers
+    /// with the first); prints the pull+unpack time and bytes of each as one JSON line.
+    Pull(PullArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub scenario: ScenarioArgs,
+    /// An image sharing layers with `--image`, pulled after it.
+    #[arg(long)]
+    pub second_image: Option<String>,
 }
 
 /// Arguments of the benchmark suite's scenarios (bench/run.sh).
