@@ -3,8 +3,12 @@
 //! assembles an overlayfs rootfs per container, and garbage-collects unused images.
 //!
 //! On-disk layout under the store root:
-//! - `blobs/sha256/<hex>`: verified blobs (manifests, configs, compressed layers);
-//! - `layers/<16 hex>/`: unpacked layers, used directly as overlay lower dirs;
+//! - `blobs/sha256/<hex>`: verified blobs (manifests and configs);
+//! - `layers/<16 hex>/`: unpacked layers, used directly as overlay lower dirs. A layer is
+//!   decompressed and unpacked while it downloads (its digest checked over the whole stream
+//!   before the directory takes its name) and its compressed blob is not kept, so each layer
+//!   is written to disk once; the layers of one pull are synced together before they are
+//!   named;
 //! - `images/<sha256(reference)>.json`: one small record per pulled reference,
 //!   so [`ImageStore::lookup`] is a single file read.
 

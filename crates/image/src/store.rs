@@ -270,10 +270,13 @@ impl Drop for PinGuard<'_> {
 
 /// Writes to a file while hashing and counting.
 struct HashingWriter<'a, 'b> {
-    file: tokio::fs::File,
+    /// Where the blob is stored; `None` for a layer, which is only unpacked (from `tee`).
+    file: Option<tokio::fs::File>,
     hasher: Sha256,
     written: u64,
     progress: Option<&'a Progress<'b>>,
+    /// Every chunk also goes here (to a layer's unpacker); the download waits when it is full.
+    tee: Option<tokio_util::sync::PollSender<io::Result<bytes::Bytes>>>,
 }
 
 impl AsyncWrite for HashingWriter<'_, '_> {
@@ -283,12 +286,29 @@ impl AsyncWrite for HashingWriter<'_, '_> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        match Pin::new(&mut this.file).poll_write(cx, buf) {
+        if let Some(tee) = this.tee.as_mut() {
+            match tee.poll_reserve(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => {}
+                // The unpacker stopped (it failed): the blob is still downloaded and checked.
+                Poll::Ready(Err(_)) => this.tee = None,
+            }
+        }
+        let written = match this.file.as_mut() {
+            Some(f) => Pin::new(f).poll_write(cx, buf),
+            None => Poll::Ready(Ok(buf.len())),
+        };
+        match written {
             Poll::Ready(Ok(n)) => {
                 this.hasher.update(&buf[..n]);
                 this.written += n as u64;
                 if let Some(p) = this.progress {
                     p.add_bytes(n as u64);
+                }
+                if let Some(tee) = this.tee.as_mut() {
+                    if tee.send_item(Ok(bytes::Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                        this.tee = None;
+                    }
                 }
                 Poll::Ready(Ok(n))
             }
@@ -296,10 +316,33 @@ impl AsyncWrite for HashingWriter<'_, '_> {
         }
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.file).poll_flush(cx)
+        match self.file.as_mut() {
+            Some(f) => Pin::new(f).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.file).poll_shutdown(cx)
+        match self.file.as_mut() {
+            Some(f) => Pin::new(f).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// A layer unpacked into a temp directory, waiting for the pull's one sync before it takes its
+/// name; removed if the pull fails before that. Holds the layer's lock.
+struct Unpacked<'a> {
+    tmp: PathBuf,
+    id: String,
+    committed: bool,
+    _lock: KeyGuard<'a>,
+}
+
+impl Drop for Unpacked<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
     }
 }
 
@@ -618,10 +661,24 @@ impl ImageStore {
             .iter()
             .map(|l| self.ensure_layer(&client, &oref, l, &prog, &registry, &canonical))
             .collect();
-        futures::stream::iter(jobs)
+        let unpacked: Vec<Option<Unpacked<'_>>> = futures::stream::iter(jobs)
             .buffer_unordered(self.max_concurrent_layers)
-            .try_collect::<Vec<()>>()
+            .try_collect()
             .await?;
+        // One sync for all the new layers, then they take their names (their locks held until
+        // then, so nobody unpacks them twice).
+        let mut unpacked: Vec<Unpacked<'_>> = unpacked.into_iter().flatten().collect();
+        if !unpacked.is_empty() {
+            let pending: Vec<(PathBuf, String)> = unpacked.iter().map(|u| (u.tmp.clone(), u.id.clone())).collect();
+            let layers_dir = self.root.join("layers");
+            tokio::task::spawn_blocking(move || unpack::commit_layers(&layers_dir, &pending))
+                .await
+                .map_err(|e| ImageError::io("unpack task", io::Error::other(e)))??;
+            for u in &mut unpacked {
+                u.committed = true;
+            }
+        }
+        drop(unpacked);
 
         let record = ImageRecord {
             version: 1,
@@ -672,27 +729,18 @@ impl ImageStore {
             .await
             .map_err(io_ctx(format!("creating {}", tmp.display())))?;
         let mut w = HashingWriter {
-            file,
+            file: Some(file),
             hasher: Sha256::new(),
             written: 0,
             progress,
+            tee: None,
         };
-        self.blob_fetches.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(digest = %desc.digest, size = desc.size, "fetching blob");
-        let res = client.pull_blob(oref, desc.digest.as_str(), &mut w).await;
+        let res = self.fetch(client, oref, desc, &mut w, registry, reference).await;
         let finish = async {
-            res.map_err(|e| ImageError::from_oci(e, registry, reference))?;
-            let actual = format!("sha256:{}", hex::encode(w.hasher.clone().finalize()));
-            if actual != desc.digest {
-                return Err(ImageError::DigestMismatch {
-                    expected: desc.digest.clone(),
-                    actual,
-                });
+            res?;
+            if let Some(f) = w.file.as_mut() {
+                f.sync_all().await.map_err(io_ctx(format!("syncing {}", tmp.display())))?;
             }
-            w.file
-                .sync_all()
-                .await
-                .map_err(io_ctx(format!("syncing {}", tmp.display())))?;
             tokio::fs::rename(&tmp, &path)
                 .await
                 .map_err(io_ctx(format!("storing blob {}", path.display())))
@@ -704,6 +752,29 @@ impl ImageStore {
         Ok(path)
     }
 
+    /// Fetch blob `desc` through `w` and check its digest.
+    async fn fetch(
+        &self,
+        client: &oci_client::Client,
+        oref: &oci_client::Reference,
+        desc: &Descriptor,
+        w: &mut HashingWriter<'_, '_>,
+        registry: &str,
+        reference: &str,
+    ) -> Result<(), ImageError> {
+        self.blob_fetches.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(digest = %desc.digest, size = desc.size, "fetching blob");
+        let res = client.pull_blob(oref, desc.digest.as_str(), &mut *w).await;
+        // End an unpacker's stream whatever happened: the download's verdict is ours.
+        w.tee = None;
+        res.map_err(|e| ImageError::from_oci(e, registry, reference))?;
+        let actual = format!("sha256:{}", hex::encode(w.hasher.clone().finalize()));
+        if actual != desc.digest {
+            return Err(ImageError::DigestMismatch { expected: desc.digest.clone(), actual });
+        }
+        Ok(())
+    }
+
     /// Make sure layer `desc` is unpacked in `layers/<short id>/`.
     async fn ensure_layer(
         &self,
@@ -713,34 +784,46 @@ impl ImageStore {
         progress: &Progress<'_>,
         registry: &str,
         reference: &str,
-    ) -> Result<(), ImageError> {
+    ) -> Result<Option<Unpacked<'_>>, ImageError> {
         let hex = sha256_hex(&desc.digest)?;
         let dir = self.layer_dir(hex);
         if dir.is_dir() {
             progress.add_bytes(desc.size.max(0) as u64);
             progress.layer_done();
-            return Ok(());
+            return Ok(None);
         }
         let compression = layer_compression(&desc.media_type)?;
-        let _g = self.lock_key(&format!("layer:{}", desc.digest)).await;
+        let layer_lock = self.lock_key(&format!("layer:{}", desc.digest)).await;
         if dir.is_dir() {
             progress.add_bytes(desc.size.max(0) as u64);
             progress.layer_done();
-            return Ok(());
+            return Ok(None);
         }
-        let blob = self
-            .ensure_blob(client, oref, desc, Some(progress), registry, reference)
-            .await?;
         let layers = self.root.join("layers");
         let id = short_id(hex).to_string();
         let label = format!("layer {}", desc.digest);
-        tokio::task::spawn_blocking(move || {
-            unpack::unpack_blob(&blob, compression, &layers, &id, &label)
-        })
-        .await
-        .map_err(|e| ImageError::io("unpack task", io::Error::other(e)))??;
-        progress.layer_done();
-        Ok(())
+        // Unpack while downloading: the layer is decompressed as its bytes arrive, into a
+        // temp directory that takes its name only once the whole blob's digest checked out.
+        // The compressed blob itself is not kept: the unpacked layer is what the store serves,
+        // so each layer is on disk once and written once.
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let (l, i, lb) = (layers.clone(), id.clone(), label.clone());
+        let unpacker = tokio::task::spawn_blocking(move || unpack::unpack_to_temp(unpack::ChunkReader::new(rx), compression, &l, &i, &lb));
+        let mut w = HashingWriter { file: None, hasher: Sha256::new(), written: 0, progress: Some(progress), tee: Some(tokio_util::sync::PollSender::new(tx)) };
+        let downloaded = self.fetch(client, oref, desc, &mut w, registry, reference).await;
+        drop(w);
+        let unpacked = unpacker.await.map_err(|e| ImageError::io("unpack task", io::Error::other(e)))?;
+        match (downloaded, unpacked) {
+            (Ok(_), Ok(tmp)) => {
+                progress.layer_done();
+                Ok(Some(Unpacked { tmp, id, committed: false, _lock: layer_lock }))
+            }
+            (Err(e), Ok(tmp)) => {
+                let _ = tokio::fs::remove_dir_all(&tmp).await;
+                Err(e)
+            }
+            (Err(e), Err(_)) | (Ok(_), Err(e)) => Err(e),
+        }
     }
 
     /// Mount the image's rootfs at `container_dir/rootfs` (overlayfs; upper

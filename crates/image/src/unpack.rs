@@ -53,6 +53,15 @@ pub fn unpack_blob(
     if final_dir.is_dir() {
         return Ok(final_dir);
     }
+    let f = File::open(blob).map_err(|e| ImageError::io(format!("opening blob {}", blob.display()), e))?;
+    let tmp = unpack_to_temp(f, compression, layers_dir, id, label)?;
+    commit_layer(&tmp, layers_dir, id)
+}
+
+/// Unpack a compressed layer stream into a fresh temp directory beside `layers_dir/<id>` and
+/// return it. Nothing is in place yet: the caller [`commit_layer`]s it once it knows the
+/// stream was the right one (its digest checked), or removes it.
+pub fn unpack_to_temp(reader: impl Read, compression: Compression, layers_dir: &Path, id: &str, label: &str) -> Result<PathBuf, ImageError> {
     let tmp = layers_dir.join(format!(".tmp-{id}-{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp)
@@ -63,24 +72,81 @@ pub fn unpack_blob(
         .create(&tmp)
         .map_err(|e| ImageError::io(format!("creating {}", tmp.display()), e))?;
     let result = (|| {
-        let f = File::open(blob)
-            .map_err(|e| ImageError::io(format!("opening blob {}", blob.display()), e))?;
-        let r = decompress(f, compression)
+        let mut r = decompress(reader, compression)
             .map_err(|e| ImageError::io(format!("decompressing {label}"), e))?;
-        unpack_tar(r, &tmp, label)?;
-        sys::syncfs(&tmp).map_err(|e| ImageError::io(format!("syncing {}", tmp.display()), e))?;
-        fs::rename(&tmp, &final_dir)
-            .map_err(|e| ImageError::io(format!("renaming {} into place", tmp.display()), e))
+        unpack_tar(&mut r, &tmp, label)?;
+        // Read to the end of the stream past tar's end marker, so a streamed download is
+        // consumed (and digested) whole.
+        io::copy(&mut r, &mut io::sink()).map_err(|e| ImageError::io(format!("decompressing {label}"), e))
     })();
-    if let Err(e) = result {
-        let _ = fs::remove_dir_all(&tmp);
-        // Another process may have won the race.
-        if final_dir.is_dir() {
-            return Ok(final_dir);
+    match result {
+        Ok(_) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            Err(e)
         }
-        return Err(e);
     }
-    Ok(final_dir)
+}
+
+/// Put an unpacked layer (from [`unpack_to_temp`]) in place as `layers_dir/<id>`, durably:
+/// its files reach the disk before the directory gets its final name.
+pub fn commit_layer(tmp: &Path, layers_dir: &Path, id: &str) -> Result<PathBuf, ImageError> {
+    commit_layers(layers_dir, &[(tmp.to_path_buf(), id.to_string())])?;
+    Ok(layers_dir.join(id))
+}
+
+/// [`commit_layer`] for several layers with one sync of the filesystem: one `syncfs` per
+/// layer syncs every other layer being written at the same time too, and they queue.
+pub fn commit_layers(layers_dir: &Path, pending: &[(PathBuf, String)]) -> Result<(), ImageError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = sys::syncfs(layers_dir) {
+        for (tmp, _) in pending {
+            let _ = fs::remove_dir_all(tmp);
+        }
+        return Err(ImageError::io(format!("syncing {}", layers_dir.display()), e));
+    }
+    for (tmp, id) in pending {
+        let final_dir = layers_dir.join(id);
+        if let Err(e) = fs::rename(tmp, &final_dir) {
+            let _ = fs::remove_dir_all(tmp);
+            // Another process may have won the race.
+            if !final_dir.is_dir() {
+                return Err(ImageError::io(format!("renaming {} into place", tmp.display()), e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A [`Read`] over chunks sent from async code (a download), for a blocking consumer such as
+/// [`unpack_to_temp`]. The channel is bounded, so the download waits for the unpacker;
+/// a sender dropped with `Err` (a failed or wrong download) fails the read.
+pub struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl ChunkReader {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<io::Result<bytes::Bytes>>) -> ChunkReader {
+        ChunkReader { rx, current: bytes::Bytes::new() }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 /// Unpack a tar stream into the existing, empty directory `root`.

@@ -151,6 +151,10 @@ async fn hostile_registry_content_is_rejected() {
         .join("store/blobs/sha256")
         .join(&digest(&good)[7..]);
     assert!(!blob.exists(), "a mismatching blob is not stored");
+    // The layer was being unpacked while it streamed in: nothing of it stays, not even a
+    // temp directory.
+    let layers: Vec<_> = std::fs::read_dir(tmp.path().join("store/layers")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(layers.is_empty(), "no (temp) layer directory of the bad blob: {layers:?}");
     assert_eq!(
         std::fs::read_dir(tmp.path().join("store/blobs/tmp"))
             .unwrap()

@@ -84,6 +84,14 @@ async fn anonymous_pull_lookup_mount_unmount() {
         s.blob_fetches() >= 2,
         "config and at least one layer were fetched"
     );
+    // Layers are unpacked as they stream in and kept only unpacked: the blob store holds
+    // the manifest and the config, and no temp directory is left.
+    let stored: Vec<String> = std::fs::read_dir(s.root().join("blobs/sha256")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    assert_eq!(stored.len(), 2, "manifest and config only: {stored:?}");
+    assert!(stored.iter().any(|h| img.manifest_digest.ends_with(h.as_str())));
+    let layer_dirs: Vec<String> = std::fs::read_dir(s.root().join("layers")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    assert_eq!(layer_dirs.len(), img.layer_dirs.len(), "{layer_dirs:?}");
+    assert!(layer_dirs.iter().all(|d| !d.starts_with(".tmp")), "{layer_dirs:?}");
 
     // Fast path: no registry involved (same answer, no fetch).
     let fetches = s.blob_fetches();
