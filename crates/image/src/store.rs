@@ -186,6 +186,9 @@ pub struct ImageStore {
     pins: Mutex<HashMap<String, usize>>,
     blob_fetches: AtomicU64,
     tmp_seq: AtomicU64,
+    /// This boot's id (`/proc/sys/kernel/random/boot_id`): layers named before they were
+    /// synced are marked with it (see [`unpack::commit_layers_unsynced`]).
+    boot_id: String,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -396,7 +399,8 @@ impl ImageStore {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_ctx(format!("creating {}", p.display())))?;
         }
-        Ok(ImageStore {
+        let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|b| b.trim().to_string()).unwrap_or_else(|_| "unknown".to_string());
+        let store = ImageStore {
             root,
             insecure: cfg.insecure_registries,
             max_concurrent_layers: cfg.max_concurrent_layers.max(1),
@@ -405,7 +409,28 @@ impl ImageStore {
             pins: Mutex::new(HashMap::new()),
             blob_fetches: AtomicU64::new(0),
             tmp_seq: AtomicU64::new(0),
-        })
+            boot_id,
+        };
+        store.recover_unsynced()?;
+        Ok(store)
+    }
+
+    /// Layers a previous boot named but never synced may have lost data in a power loss:
+    /// remove them, and the image records that need them (those images are pulled again).
+    fn recover_unsynced(&self) -> Result<(), ImageError> {
+        let layers = self.root.join("layers");
+        let lost = unpack::recover_unsynced(&layers, &self.boot_id).map_err(io_ctx(format!("recovering unsynced layers in {}", layers.display())))?;
+        if lost.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(layers = ?lost, "removed layers a previous boot never synced; their images will be pulled again");
+        for (path, rec) in self.all_records()? {
+            let needs_lost = rec.layers.iter().any(|l| sha256_hex(&l.digest).is_ok_and(|h| lost.iter().any(|id| id == short_id(h))));
+            if needs_lost {
+                fs::remove_file(&path).map_err(io_ctx(format!("removing {}", path.display())))?;
+            }
+        }
+        Ok(())
     }
 
     /// Root directory of the store.
@@ -665,15 +690,26 @@ impl ImageStore {
             .buffer_unordered(self.max_concurrent_layers)
             .try_collect()
             .await?;
-        // One sync for all the new layers, then they take their names (their locks held until
-        // then, so nobody unpacks them twice).
+        // The new layers take their names (their locks held until then, so nobody unpacks them
+        // twice), marked unsynced; one sync for all of them follows in the background.
         let mut unpacked: Vec<Unpacked<'_>> = unpacked.into_iter().flatten().collect();
         if !unpacked.is_empty() {
             let pending: Vec<(PathBuf, String)> = unpacked.iter().map(|u| (u.tmp.clone(), u.id.clone())).collect();
-            let layers_dir = self.root.join("layers");
-            tokio::task::spawn_blocking(move || unpack::commit_layers(&layers_dir, &pending))
-                .await
-                .map_err(|e| ImageError::io("unpack task", io::Error::other(e)))??;
+            let (layers_dir, boot_id) = (self.root.join("layers"), self.boot_id.clone());
+            tokio::task::spawn_blocking(move || {
+                unpack::commit_layers_unsynced(&layers_dir, &pending, &boot_id)?;
+                Ok::<_, ImageError>((layers_dir, boot_id))
+            })
+            .await
+            .map_err(|e| ImageError::io("unpack task", io::Error::other(e)))
+            .and_then(|r| r)
+            .map(|(layers_dir, boot_id)| {
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = unpack::sync_layers(&layers_dir, &boot_id) {
+                        tracing::warn!(error = %e, "syncing new layers failed; they stay marked unsynced");
+                    }
+                });
+            })?;
             for u in &mut unpacked {
                 u.committed = true;
             }

@@ -120,6 +120,92 @@ pub fn commit_layers(layers_dir: &Path, pending: &[(PathBuf, String)]) -> Result
     Ok(())
 }
 
+/// Where layers named before their files reached the disk are marked: an empty file
+/// `<id>@<boot id>` per layer (see [`commit_layers_unsynced`]).
+pub const UNSYNCED_DIR: &str = ".unsynced";
+
+/// Name unpacked layers (from [`unpack_to_temp`]) at once, without waiting for their files to
+/// reach the disk: each is first marked in [`UNSYNCED_DIR`] with the boot it was written in
+/// (the markers made durable before any rename), and [`sync_layers`] clears the marks once a
+/// sync has run. After a power loss, [`recover_unsynced`] finds the marks of the previous boot
+/// and removes those layers, which may have lost data. Waiting for the disk here instead cost
+/// a third of a cold pull.
+pub fn commit_layers_unsynced(layers_dir: &Path, pending: &[(PathBuf, String)], boot_id: &str) -> Result<(), ImageError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let marks = layers_dir.join(UNSYNCED_DIR);
+    let io_err = |what: String| move |e| ImageError::io(what, e);
+    fs::create_dir_all(&marks).map_err(io_err(format!("creating {}", marks.display())))?;
+    for (_, id) in pending {
+        File::create(marks.join(format!("{id}@{boot_id}"))).map_err(io_err(format!("marking layer {id}")))?;
+    }
+    File::open(&marks).and_then(|d| d.sync_all()).map_err(io_err(format!("syncing {}", marks.display())))?;
+    for (tmp, id) in pending {
+        let final_dir = layers_dir.join(id);
+        if let Err(e) = fs::rename(tmp, &final_dir) {
+            let _ = fs::remove_dir_all(tmp);
+            // Another process may have won the race.
+            if !final_dir.is_dir() {
+                return Err(ImageError::io(format!("renaming {} into place", tmp.display()), e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sync the layers' filesystem and clear the marks of this boot's unsynced layers that
+/// existed when it started.
+pub fn sync_layers(layers_dir: &Path, boot_id: &str) -> io::Result<()> {
+    let marks = layers_dir.join(UNSYNCED_DIR);
+    let mine: Vec<PathBuf> = match fs::read_dir(&marks) {
+        Ok(entries) => entries.flatten().map(|e| e.path()).filter(|p| mark_of(p).is_some_and(|(_, b)| b == boot_id)).collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if mine.is_empty() {
+        return Ok(());
+    }
+    sys::syncfs(layers_dir)?;
+    for m in mine {
+        let _ = fs::remove_file(m);
+    }
+    Ok(())
+}
+
+/// At start: sync what this boot left unsynced (the daemon restarted), and remove the layers
+/// a previous boot never synced. Returns the ids of the removed layers.
+pub fn recover_unsynced(layers_dir: &Path, boot_id: &str) -> io::Result<Vec<String>> {
+    let marks = layers_dir.join(UNSYNCED_DIR);
+    let entries = match fs::read_dir(&marks) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut lost = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        let Some((id, boot)) = mark_of(&path) else { continue };
+        if boot != boot_id {
+            match fs::remove_dir_all(layers_dir.join(id)) {
+                Ok(()) => lost.push(id.to_string()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            fs::remove_file(&path)?;
+        }
+    }
+    sync_layers(layers_dir, boot_id)?;
+    Ok(lost)
+}
+
+/// `(layer id, boot id)` of a mark's path.
+fn mark_of(path: &Path) -> Option<(&str, &str)> {
+    let name = path.file_name()?.to_str()?;
+    let (id, boot) = name.split_once('@')?;
+    (!id.is_empty() && !id.contains('/') && !id.starts_with('.')).then_some((id, boot))
+}
+
 /// A [`Read`] over chunks sent from async code (a download), for a blocking consumer such as
 /// [`unpack_to_temp`]. The channel is bounded, so the download waits for the unpacker;
 /// a sender dropped with `Err` (a failed or wrong download) fails the read.
@@ -704,6 +790,41 @@ mod tests {
         let d = fs::metadata(f.root.join("d")).unwrap();
         assert_eq!(d.mode() & 0o7777, 0o750);
         assert_eq!(d.mtime(), 1_000_000);
+    }
+
+    /// Layers named before a sync are marked with their boot; a sync clears this boot's marks;
+    /// a later boot removes the layers an earlier one never synced (and nothing else).
+    #[test]
+    fn unsynced_layers_survive_a_restart_and_not_a_power_loss() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = tmp.path().join("layers");
+        fs::create_dir(&layers).unwrap();
+        let stage = |id: &str| {
+            let t = unpack_to_temp(&T::new().file("f", id.as_bytes()).bytes()[..], Compression::None, &layers, id, "l").unwrap();
+            (t, id.to_string())
+        };
+        let marks = |l: &Path| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(l.join(UNSYNCED_DIR)).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect()).unwrap_or_default();
+            v.sort();
+            v
+        };
+        commit_layers_unsynced(&layers, &[stage("a"), stage("b")], "boot1").unwrap();
+        assert_eq!(fs::read(layers.join("a/f")).unwrap(), b"a", "named at once");
+        assert_eq!(marks(&layers), ["a@boot1", "b@boot1"]);
+        // The daemon restarts in the same boot: the layers are synced and kept.
+        assert!(recover_unsynced(&layers, "boot1").unwrap().is_empty());
+        assert!(marks(&layers).is_empty() && layers.join("a").is_dir());
+        // Named in boot1, never synced, and the host rebooted: only that layer goes.
+        commit_layers_unsynced(&layers, &[stage("c")], "boot1").unwrap();
+        assert_eq!(recover_unsynced(&layers, "boot2").unwrap(), ["c"]);
+        assert!(!layers.join("c").exists() && layers.join("a").is_dir() && layers.join("b").is_dir());
+        assert!(marks(&layers).is_empty());
+        // A normal sync clears only its own boot's marks.
+        commit_layers_unsynced(&layers, &[stage("d")], "boot2").unwrap();
+        sync_layers(&layers, "boot3").unwrap();
+        assert_eq!(marks(&layers), ["d@boot2"]);
+        sync_layers(&layers, "boot2").unwrap();
+        assert!(marks(&layers).is_empty());
     }
 
     #[test]

@@ -89,7 +89,12 @@ async fn anonymous_pull_lookup_mount_unmount() {
     let stored: Vec<String> = std::fs::read_dir(s.root().join("blobs/sha256")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
     assert_eq!(stored.len(), 2, "manifest and config only: {stored:?}");
     assert!(stored.iter().any(|h| img.manifest_digest.ends_with(h.as_str())));
-    let layer_dirs: Vec<String> = std::fs::read_dir(s.root().join("layers")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    let layer_dirs: Vec<String> = std::fs::read_dir(s.root().join("layers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n != skiff_image::unpack::UNSYNCED_DIR)
+        .collect();
     assert_eq!(layer_dirs.len(), img.layer_dirs.len(), "{layer_dirs:?}");
     assert!(layer_dirs.iter().all(|d| !d.starts_with(".tmp")), "{layer_dirs:?}");
 
@@ -435,4 +440,30 @@ async fn unreachable_registry_is_a_registry_error() {
         matches!(bad, ImageError::InvalidReference { .. }),
         "{bad:?}"
     );
+}
+
+/// A layer a previous boot named but never synced (a power loss right after a pull) is removed
+/// when the store opens, with the record of the image that needs it: that image is pulled
+/// again, not served half-written.
+#[tokio::test]
+async fn layers_a_previous_boot_never_synced_are_pulled_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = format!("{}/busybox-multilayer", anon_registry());
+    let img = {
+        let s = store(tmp.path());
+        s.pull(&reference, &RegistryAuth::Anonymous, &no_progress).await.unwrap()
+    };
+    let layers = img.layer_dirs.last().unwrap().parent().unwrap().to_path_buf();
+    let top = img.layer_dirs.last().unwrap().file_name().unwrap().to_string_lossy().to_string();
+    let marks = layers.join(skiff_image::unpack::UNSYNCED_DIR);
+    std::fs::create_dir_all(&marks).unwrap();
+    std::fs::write(marks.join(format!("{top}@a-boot-before-this-one")), b"").unwrap();
+
+    let s = store(tmp.path());
+    assert!(s.lookup(&reference).unwrap().is_none(), "the image needing the lost layer is no longer cached");
+    assert!(!layers.join(&top).exists(), "the layer that may have lost data is gone");
+    assert!(img.layer_dirs[0].is_dir(), "synced layers stay");
+    let again = s.pull(&reference, &RegistryAuth::Anonymous, &no_progress).await.unwrap();
+    assert_eq!(again.layer_dirs, img.layer_dirs);
+    assert!(layers.join(&top).join("data/b.txt").exists());
 }
