@@ -38,11 +38,30 @@ pub(crate) fn files(sh: &Shared, dir: &Path) -> Option<NetFiles> {
     sh.net.as_ref().map(|_| NetFiles { hosts: dir.join("hosts"), resolv: dir.join("resolv.conf") })
 }
 
+/// The address (and FQDN) a group got, for `ipAddress.ip`/`fqdn` of its record.
+pub(crate) struct Addresses {
+    ip: String,
+    fqdn: Option<String>,
+}
+
+/// Write the group's address and FQDN into its record (if they changed).
+pub(crate) async fn record_addresses(sh: &Shared, rec: &GroupRecord, addresses: &Addresses) {
+    let _ = update_group(sh.store.as_ref(), &rec.key(), |r| match r.spec.properties.ip_address.as_mut() {
+        Some(a) if a.ip.as_deref() != Some(addresses.ip.as_str()) || a.fqdn != addresses.fqdn => {
+            a.ip = Some(addresses.ip.clone());
+            a.fqdn = addresses.fqdn.clone();
+            true
+        }
+        _ => false,
+    })
+    .await;
+}
+
 /// Set up the group's network inside its namespace, which must exist (the owner creates it
-/// before the supervisor, which joins it). Returns `Err((code, message))` for the
-/// provisioning error.
-pub(crate) async fn provision(sh: &Shared, rec: &GroupRecord, dir: &Path, netns: &Path) -> Result<(), (String, String)> {
-    let (Some(net), Some(NetFiles { hosts, resolv })) = (sh.net.as_ref(), files(sh, dir)) else { return Ok(()) };
+/// before the supervisor, which joins it); returns what to [`record_addresses`] (`None`
+/// without a configured network), or `Err((code, message))` for the provisioning error.
+pub(crate) async fn provision(sh: &Shared, rec: &GroupRecord, dir: &Path, netns: &Path) -> Result<Option<Addresses>, (String, String)> {
+    let (Some(net), Some(NetFiles { hosts, resolv })) = (sh.net.as_ref(), files(sh, dir)) else { return Ok(None) };
     let internal = |m: String| ("ContainerGroupDeploymentFailed".to_string(), m);
     let fq = wanted_fqdn(sh, rec);
     if let Some(f) = &fq {
@@ -70,18 +89,7 @@ pub(crate) async fn provision(sh: &Shared, rec: &GroupRecord, dir: &Path, netns:
     if let Some(f) = &fq {
         net.records.set(f, answer);
     }
-    let ip = answer.to_string();
-    let fq2 = fq.clone();
-    let _ = update_group(sh.store.as_ref(), &rec.key(), |r| match r.spec.properties.ip_address.as_mut() {
-        Some(a) if a.ip.as_deref() != Some(ip.as_str()) || a.fqdn != fq2 => {
-            a.ip = Some(ip.clone());
-            a.fqdn = fq2.clone();
-            true
-        }
-        _ => false,
-    })
-    .await;
-    Ok(())
+    Ok(Some(Addresses { ip: answer.to_string(), fqdn: fq }))
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

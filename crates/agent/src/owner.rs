@@ -399,17 +399,30 @@ impl Owner {
         let network = crate::network::provision(&self.sh, &self.rec, &self.dir, &netns_path);
         let (spawned, network) = tokio::join!(spawn, network);
         let spawned = spawned.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string()));
-        if let Err((code, message)) = network {
-            if spawned.is_ok() {
-                self.stop_supervisor().await;
+        let addresses = match network {
+            Ok(a) => a,
+            Err((code, message)) => {
+                if spawned.is_ok() {
+                    self.stop_supervisor().await;
+                }
+                return Err(ProvisionError { code, message, container: None });
             }
-            return Err(ProvisionError { code, message, container: None });
-        }
+        };
         spawned.map_err(|e| ProvisionError::internal(format!("starting the supervisor: {e}")))?;
         self.phases.mark(crate::phases::Phase::SandboxReady);
-        let mut client = SupervisorClient::connect(&self.dir).await.map_err(|e| ProvisionError::internal(format!("connecting to the supervisor: {e}")))?;
-        client.release().await.map_err(|e| ProvisionError::internal(format!("releasing the supervisor: {e}")))?;
-        self.watch = Some(StatusFeed::new(client.watch()));
+        // The containers start now; the record gets the group's address meanwhile.
+        let release = async {
+            let mut client = SupervisorClient::connect(&self.dir).await.map_err(|e| ProvisionError::internal(format!("connecting to the supervisor: {e}")))?;
+            client.release().await.map_err(|e| ProvisionError::internal(format!("releasing the supervisor: {e}")))?;
+            Ok::<_, ProvisionError>(client)
+        };
+        let record = async {
+            if let Some(a) = &addresses {
+                crate::network::record_addresses(&self.sh, &self.rec, a).await;
+            }
+        };
+        let (client, ()) = tokio::join!(release, record);
+        self.watch = Some(StatusFeed::new(client?.watch()));
         tracing::info!(group = %self.rec.name, uid = %self.rec.uid, generation = gen, elapsed_ms = t0.elapsed().as_secs_f64() * 1e3, "supervisor started");
         Ok(())
     }

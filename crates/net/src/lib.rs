@@ -169,11 +169,15 @@ impl Network {
             }
         };
         let gateway = cidr.gateway().ok_or(ipam::IpamError::Exhausted { pool: pool.clone(), cidr })?;
-        let private_ip = ipam::Pool { store: self.store.as_ref(), name: &pool, cidr, reserved: vec![gateway] }.allocate(&spec.uid).await?;
-        let public_ip = match &spec.public_ports {
-            Some(_) => Some(ipam::Pool { store: self.store.as_ref(), name: PUBLIC_POOL, cidr: self.cfg.public_pool, reserved: Vec::new() }.allocate(&spec.uid).await?),
-            None => None,
-        };
+        // Both addresses at once: the store commits the two writes together.
+        let private = ipam::Pool { store: self.store.as_ref(), name: &pool, cidr, reserved: vec![gateway] };
+        let public = spec.public_ports.as_ref().map(|_| ipam::Pool { store: self.store.as_ref(), name: PUBLIC_POOL, cidr: self.cfg.public_pool, reserved: Vec::new() });
+        let (private_ip, public_ip) = tokio::try_join!(private.allocate(&spec.uid), async {
+            match &public {
+                Some(p) => p.allocate(&spec.uid).await.map(Some),
+                None => Ok(None),
+            }
+        })?;
         self.ensure_bridge(&bridge, cidr, !isolated).await?;
         let netns = spec.netns.clone();
         tokio::task::spawn_blocking(move || skiff_runtime_netns(&netns))
