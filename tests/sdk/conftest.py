@@ -28,7 +28,8 @@ class StaticToken:
 def registry():
     reg = os.environ.get("SKIFF_TEST_REGISTRY")
     if not reg:
-        pytest.skip("SKIFF_TEST_REGISTRY is not set: run through scripts/test.sh")
+        # A failure, not a skip: a suite that skips everything would pass while testing nothing.
+        pytest.fail("SKIFF_TEST_REGISTRY is not set: run through scripts/test.sh, which starts the registries")
     return reg
 
 

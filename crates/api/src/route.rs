@@ -69,9 +69,9 @@ pub enum Route {
     OutboundDependencies(GroupRef),
     /// `GET P/containers/{c}/logs?tail=N&timestamps=bool`
     ContainerLogs { group: GroupRef, container: String, tail: Option<usize>, timestamps: bool },
-    /// `POST P/containers/{c}/exec` (not served yet)
+    /// `POST P/containers/{c}/exec`: a one-time websocket session (`crate::streams`)
     ContainerExec { group: GroupRef, container: String },
-    /// `POST P/containers/{c}/attach` (not served yet)
+    /// `POST P/containers/{c}/attach`: a one-time websocket session of the container's output
     ContainerAttach { group: GroupRef, container: String },
     /// `GET /subscriptions/{s}/providers/Microsoft.ContainerInstance/locations/{loc}/operations/{id}`
     GetOperation { subscription: String, location: String, id: String },

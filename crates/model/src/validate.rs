@@ -608,6 +608,16 @@ mod tests {
         v["properties"]["volumes"] = serde_json::json!([{"name": "v", "emptyDir": {}}]);
         v["properties"]["containers"][0]["properties"]["volumeMounts"] = serde_json::json!([{"name": "v", "mountPath": "/proc/x"}]);
         assert_eq!(code(validate_group(group(v), "demo", &cap)), "InvalidVolumeMountPath");
+        for bad in ["/sys", "/sys/fs/cgroup", "/dev", "/", "relative", "/a/../etc", "/x:y"] {
+            let mut v = simple();
+            v["properties"]["volumes"] = serde_json::json!([{"name": "v", "emptyDir": {}}]);
+            v["properties"]["containers"][0]["properties"]["volumeMounts"] = serde_json::json!([{"name": "v", "mountPath": bad}]);
+            assert_eq!(code(validate_group(group(v), "demo", &cap)), "InvalidVolumeMountPath", "{bad}");
+        }
+        let mut v = simple();
+        v["properties"]["volumes"] = serde_json::json!([{"name": "v", "emptyDir": {}}, {"name": "w", "emptyDir": {}}]);
+        v["properties"]["containers"][0]["properties"]["volumeMounts"] = serde_json::json!([{"name": "v", "mountPath": "/data"}, {"name": "w", "mountPath": "/data/"}]);
+        assert_eq!(code(validate_group(group(v), "demo", &cap)), "DuplicateVolumeMountPath", "one path, twice (a trailing slash is the same path)");
 
         let mut v = simple();
         v["properties"]["volumes"] = serde_json::json!([{"name": "s", "secret": {"../evil": "eA=="}}]);

@@ -227,10 +227,21 @@ fn stop_start_restart_and_delete_leaves_nothing_behind() {
         g["properties"]["instanceView"]["state"] == "Running" && g["properties"]["provisioningState"] == "Succeeded"
     });
 
+    let status: Value = serde_json::from_str(&std::fs::read_to_string(s.data_dir.join("groups").join(&uid).join("status.json")).unwrap()).unwrap();
+    let supervisor = status["supervisorPid"].as_u64().expect("supervisor pid") as u32;
+    let app = status["containers"][0]["pid"].as_u64().expect("container pid") as u32;
+    assert!(pid_alive(supervisor) && pid_alive(app));
+
     let r = s.request("DELETE", &format!("{gp}?{API}"), None);
     assert_eq!(r.status, 202, "{}", r.text);
     assert!(r.header("location").is_some() && r.header("azure-asyncoperation").is_some());
     s.delete_group("life", "cycle");
+    // The supervisor exits right after it answered the stop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pid_alive(supervisor) || pid_alive(app) {
+        assert!(std::time::Instant::now() < deadline, "processes outlived their group: supervisor {supervisor} alive {}, container {app} alive {}", pid_alive(supervisor), pid_alive(app));
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let r = s.request("DELETE", &format!("{gp}?{API}"), None);
     assert_eq!(r.status, 204, "deleting an absent group");
 
@@ -324,4 +335,39 @@ fn private_registry_with_credentials_and_cached_images() {
 
     let cached = s.request("GET", &format!("/subscriptions/{SUB}/providers/Microsoft.ContainerInstance/locations/westus/cachedImages?{API}"), None);
     assert!(cached.text.contains("busybox"), "{}", cached.text);
+}
+
+/// What the image says and what the group says meet as ACI's do: without `command` the image's
+/// ENTRYPOINT and CMD run; `command` replaces both; the image's working directory and
+/// environment stay, the group's variables add to (and override) them. Layers with whiteouts
+/// and Docker v2 schema 2 manifests run too.
+#[test]
+fn image_config_entrypoint_workdir_env_and_layer_formats() {
+    let s = TestServer::start();
+    s.ensure_rg("img");
+    let never = |mut g: Value| {
+        g["properties"]["restartPolicy"] = json!("Never");
+        g
+    };
+    let mut plain = simple_group(&image("busybox-entrypoint:latest"), &[]);
+    plain["properties"]["containers"][0]["properties"].as_object_mut().unwrap().remove("command");
+    assert_eq!(s.put_group("img", "ep", &never(plain)).status, 201);
+    s.wait_state("img", "ep", "Succeeded");
+    assert_eq!(s.logs("img", "ep", "main"), "from-entrypoint default-arg\n");
+
+    let mut own = simple_group(&image("busybox-entrypoint:latest"), &["sh", "-c", "pwd; echo $IMAGE_ENV $OWN; id -u"]);
+    own["properties"]["containers"][0]["properties"]["environmentVariables"] = json!([{"name": "OWN", "value": "mine"}]);
+    assert_eq!(s.put_group("img", "cmd", &never(own)).status, 201);
+    s.wait_state("img", "cmd", "Succeeded");
+    assert_eq!(s.logs("img", "cmd", "main"), "/srv\nyes mine\n0\n");
+
+    let layers = simple_group(&image("busybox-multilayer:latest"), &["sh", "-c", "ls /data"]);
+    assert_eq!(s.put_group("img", "wh", &never(layers)).status, 201);
+    s.wait_state("img", "wh", "Succeeded");
+    assert_eq!(s.logs("img", "wh", "main"), "b.txt\n", "a.txt was whited out by the top layer");
+
+    let v2 = simple_group(&image("busybox-v2s2:latest"), &["echo", "v2s2-ok"]);
+    assert_eq!(s.put_group("img", "v2", &never(v2)).status, 201);
+    s.wait_state("img", "v2", "Succeeded");
+    assert_eq!(s.logs("img", "v2", "main"), "v2s2-ok\n");
 }
