@@ -131,7 +131,7 @@ impl Network {
         if cfg.egress_interface.is_some() || cfg.public_interface != "lo" {
             sysctl::ensure("net.ipv4.ip_forward", "1", "forwarding public and egress traffic to groups")?;
         }
-        nft::apply(&nft::base_batch(&[cfg.private_cidr.to_string()], cfg.egress_interface.as_deref(), cfg.host_access))?;
+        nft::apply(&nft::base_batch(cfg.egress_interface.as_deref(), cfg.host_access))?;
         nft::apply(&nft::spoof_base_batch())?;
         net.ensure_bridge(&cfg.bridge.clone(), cfg.private_cidr, false).await?;
         if let Some(addr) = cfg.dns_listen {

@@ -17,9 +17,12 @@ pub const PEER_VETH_PREFIX: &str = "skp";
 pub const SUBNET_BRIDGE_PREFIX: &str = "skb";
 pub const GROUP_CHAIN_PREFIX: &str = "g-";
 
-/// The uid part of a host veth name, if the name is one of ours.
+/// The uid part of a veth name, if the name is one of ours: the prefix and exactly the 12 hex
+/// digits of a group uid. The sweep deletes what this accepts, so an operator's `skpub0` or
+/// `skv-test` is never mistaken for a leftover.
 pub fn uid_of_veth(name: &str) -> Option<&str> {
-    name.strip_prefix(HOST_VETH_PREFIX).or_else(|| name.strip_prefix(PEER_VETH_PREFIX))
+    let uid = name.strip_prefix(HOST_VETH_PREFIX).or_else(|| name.strip_prefix(PEER_VETH_PREFIX))?;
+    (uid.len() == 12 && uid.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())).then_some(uid)
 }
 
 /// nftables chain holding a group's DNAT rules.
@@ -53,6 +56,9 @@ mod tests {
         assert_eq!(host_veth("0123456789abcdef"), "skv0123456789ab");
         assert!(subnet_bridge("/subscriptions/s/resourcegroups/r/providers/microsoft.network/virtualnetworks/v/subnets/a").len() <= 15);
         assert_eq!(uid_of_veth("skv0123456789ab"), Some("0123456789ab"));
-        assert_eq!(uid_of_veth("eth0"), None);
+        assert_eq!(uid_of_veth("skp0123456789ab"), Some("0123456789ab"));
+        for other in ["eth0", "skpub0", "skv-test", "skv0123456789AB", "skv0123456789a", "skp0123456789abc"] {
+            assert_eq!(uid_of_veth(other), None, "{other}");
+        }
     }
 }

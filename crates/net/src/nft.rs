@@ -79,7 +79,7 @@ fn ct_state(states: &[&str]) -> Value {
 /// The table with its sets, maps and base chains; the base chains' rules are rewritten (so
 /// a changed setting takes effect) while group chains and set elements are kept, so groups
 /// that survived a daemon restart keep their forwarding.
-pub fn base_batch(private_nets: &[String], egress: Option<&str>, host_access: bool) -> Value {
+pub fn base_batch(egress: Option<&str>, host_access: bool) -> Value {
     let mut cmds = vec![
         json!({"add": {"table": {"family": FAMILY, "name": TABLE}}}),
         json!({"add": obj("set", json!({"name": "bridges", "type": "ifname"}))}),
@@ -114,18 +114,8 @@ pub fn base_batch(private_nets: &[String], egress: Option<&str>, host_access: bo
         vec![json!({"match": {"op": "==", "left": {"concat": [{"meta": {"key": "iifname"}}, {"meta": {"key": "oifname"}}]}, "right": "@intra"}}), json!({"accept": null})],
     ));
     if let Some(egress) = egress {
-        for net in private_nets {
-            if let Some((addr, len)) = net.split_once('/') {
-                cmds.push(rule(
-                    "postrouting",
-                    vec![
-                        json!({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": addr, "len": len.parse::<u32>().unwrap_or(32)}}}}),
-                        meta_eq("oifname", egress),
-                        json!({"masquerade": null}),
-                    ],
-                ));
-            }
-        }
+        // Every Skiff bridge (the default one and each subnet's), whatever its prefix.
+        cmds.push(rule("postrouting", vec![meta_in("iifname", "bridges"), meta_eq("oifname", egress), json!({"masquerade": null})]));
         cmds.push(rule("forward", vec![meta_in("iifname", "bridges"), meta_eq("oifname", egress), json!({"accept": null})]));
     }
     cmds.push(rule("forward", vec![meta_in("iifname", "bridges"), json!({"drop": null})]));
@@ -353,10 +343,27 @@ mod tests {
         assert!(cmds.iter().all(|c| c.to_string().contains("\"table\":\"skiff\"")));
     }
 
+    /// The forward chain's order decides who reaches whom: replies first, then a subnet's own
+    /// members, egress, then traffic from groups stops and only DNATed traffic reaches them;
+    /// egress masquerades every Skiff bridge, whatever its prefix.
+    #[test]
+    fn forward_rules_in_order_and_egress_for_every_bridge() {
+        let b = base_batch(Some("eth9"), false);
+        let forward: Vec<String> = b["nftables"].as_array().unwrap().iter().filter(|c| c["add"]["rule"]["chain"] == "forward").map(|c| c["add"]["rule"]["expr"].to_string()).collect();
+        let pos = |needle: &str| forward.iter().position(|r| r.contains(needle)).unwrap_or_else(|| panic!("{needle} in {forward:?}"));
+        assert!(pos("established") < pos("@intra"));
+        assert!(pos("@intra") < pos("eth9") && pos("eth9") < pos("\"dnat\""));
+        let drop_from_groups = forward.iter().position(|r| r.contains("iifname") && r.contains("drop")).unwrap();
+        assert!(pos("eth9") < drop_from_groups && drop_from_groups < pos("\"dnat\""));
+        let post: Vec<String> = b["nftables"].as_array().unwrap().iter().filter(|c| c["add"]["rule"]["chain"] == "postrouting").map(|c| c["add"]["rule"]["expr"].to_string()).collect();
+        assert!(post.iter().any(|r| r.contains("@bridges") && r.contains("eth9") && r.contains("masquerade")), "{post:?}");
+        assert!(!base_batch(None, false).to_string().contains("eth9"));
+    }
+
     #[test]
     fn host_access_and_spoofing_batches() {
-        let closed = base_batch(&[], None, false).to_string();
-        let open = base_batch(&[], None, true).to_string();
+        let closed = base_batch(None, false).to_string();
+        let open = base_batch(None, true).to_string();
         assert!(closed.contains("\"chain\":\"input\",\"expr\""));
         assert!(!open.contains("\"chain\":\"input\",\"expr\""));
         let b = spoof_base_batch().to_string();

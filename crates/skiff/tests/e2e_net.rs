@@ -396,3 +396,26 @@ fn fifty_groups_created_and_deleted_leak_nothing() {
     let netns_left: Vec<_> = std::fs::read_dir(srv.run_dir.join("netns")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(netns_left.is_empty(), "network namespaces left: {netns_left:?}");
 }
+
+/// The files Skiff writes for a group: `/etc/hosts` names the group on its own address, and
+/// `/etc/resolv.conf` is the group's `dnsConfig` when it has one.
+#[test]
+fn hosts_and_resolv_conf_follow_the_group() {
+    let ns = TestNetns::enter();
+    let srv = TestServer::start_in_netns(Some((ns.name.clone(), ns.server_args())));
+    srv.ensure_rg("files");
+    let mut g = simple_group(&image("busybox:latest"), &["sh", "-c", "cat /etc/hosts /etc/resolv.conf; echo files-done; sleep 3600"]);
+    g["properties"]["ipAddress"] = json!({"type": "Private", "ports": [{"port": 80}]});
+    g["properties"]["containers"][0]["properties"]["ports"] = json!([{"port": 80}]);
+    g["properties"]["dnsConfig"] = json!({"nameServers": ["10.0.0.53", "10.0.0.54"], "searchDomains": "corp.example", "options": "ndots:2"});
+    assert_eq!(srv.put_group("files", "named", &g).status, 201);
+    let got = srv.wait_group("files", "named", "an address", Duration::from_secs(60), |g| !any_ip(g).is_empty() && g["properties"]["instanceView"]["state"] == "Running");
+    let ip = any_ip(&got);
+    let logs = srv.wait_logs("files", "named", "main", "files-done");
+    assert!(logs.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == [ip.as_str(), "named"]), "hosts names the group on {ip}:\n{logs}");
+    assert!(logs.contains("127.0.0.1\tlocalhost"), "{logs}");
+    for want in ["nameserver 10.0.0.53", "nameserver 10.0.0.54", "search corp.example", "options ndots:2"] {
+        assert!(logs.lines().any(|l| l == want), "{want} missing:\n{logs}");
+    }
+    srv.delete_group("files", "named");
+}

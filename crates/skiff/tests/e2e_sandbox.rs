@@ -63,6 +63,28 @@ fn dangerous_syscalls_and_privileged_files_are_refused() {
     assert!(!Path::new("/sys/kernel/skiff").exists());
 }
 
+/// The profile, capabilities and masks are not the app container's alone: an init container
+/// and a process started with `exec` get them too.
+#[test]
+fn init_containers_and_exec_get_the_same_sandbox() {
+    let s = TestServer::start();
+    s.ensure_rg("sbx2");
+    let checks = "probe keyctl; probe bpf; probe unshare-user; touch /sys/kernel/skiff 2>/dev/null && echo sys: ALLOWED || echo sys: blocked";
+    let mut body = simple_group(&image("busybox-probe:latest"), &["sh", "-c", "echo app-up; sleep 3600"]);
+    body["properties"]["initContainers"] = json!([{"name": "init", "properties": {"image": image("busybox-probe:latest"), "command": ["sh", "-c", checks]}}]);
+    assert_eq!(s.put_group("sbx2", "both", &body).status, 201);
+    s.wait_logs("sbx2", "both", "main", "app-up");
+    let init = s.logs("sbx2", "both", "init");
+    let (code, exec) = common::pod::exec_piped(&s, "sbx2", "both", &format!("sh -c \"{checks}\""), None);
+    assert_eq!(code, 0, "{exec}");
+    for (who, out) in [("init container", &init), ("exec", &exec)] {
+        for p in ["keyctl", "bpf", "unshare-user", "sys"] {
+            let line = out.lines().find(|l| l.starts_with(&format!("{p}:"))).unwrap_or_else(|| panic!("{who}: no result for {p} in {out}"));
+            assert!(line.contains("blocked"), "{who}: {line}");
+        }
+    }
+}
+
 #[test]
 fn groups_cannot_see_each_others_processes_files_or_environment() {
     let s = TestServer::start();
