@@ -17,6 +17,8 @@
 #               (default 100, --quick 5; the issue's number is 200: --api 200); no peer
 #   restart     N live groups (default 100, --quick 5; the issue's 500: --restart 500), SIGTERM and
 #               restart the daemon: time until the API answers and all groups show Running
+#   sandbox     cold-start (N, default 30, --quick 3; no peer) on a daemon with the default sandbox,
+#               with --userns false, with --seccomp false and with both: what each layer costs
 #   pull        first pull+unpack of a ~210 MB, 4-layer image from Debian packages (bench/pull-image.sh)
 #               into an empty image cache, N times (default 3, --quick 1), then an image sharing
 #               two of its layers; peers `podman pull`, `skopeo copy` and the raw-copy bound
@@ -52,15 +54,15 @@ while [ $# -gt 0 ]; do
     --restart) RESTARTN=$2; shift ;;
     --keep-log) KEEP_LOG=$2; shift ;;
     --no-peer) NO_PEER=1 ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
-    cold-start|burst|density|api|restart|pull) SCENARIOS+=("$1") ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    cold-start|burst|density|api|restart|pull|sandbox) SCENARIOS+=("$1") ;;
     *) echo "bench: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(cold-start burst density api restart pull)
-if [ "$QUICK" = 1 ]; then N_COLD=${COUNT:-5}; N_BURST=${COUNT:-10}; N_DENS=${DENSITY:-5}; N_API=${APIN:-5}; N_RESTART=${RESTARTN:-5}; N_PULL=1
-else N_COLD=${COUNT:-50}; N_BURST=${COUNT:-100}; N_DENS=${DENSITY:-100}; N_API=${APIN:-100}; N_RESTART=${RESTARTN:-100}; N_PULL=3; fi
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(cold-start burst density api restart pull sandbox)
+if [ "$QUICK" = 1 ]; then N_COLD=${COUNT:-5}; N_BURST=${COUNT:-10}; N_DENS=${DENSITY:-5}; N_API=${APIN:-5}; N_RESTART=${RESTARTN:-5}; N_PULL=1; N_SANDBOX=3
+else N_COLD=${COUNT:-50}; N_BURST=${COUNT:-100}; N_DENS=${DENSITY:-100}; N_API=${APIN:-100}; N_RESTART=${RESTARTN:-100}; N_PULL=3; N_SANDBOX=30; fi
 
 log() { echo "bench: $*" >&2; }
 die() { echo "bench: ERROR: $*" >&2; exit 1; }
@@ -148,10 +150,11 @@ ip netns add "$NS"
 "${IN_NS[@]}" docker-registry serve "$REG_CONF" >"$WORK/registry.log" 2>&1 &
 REG_PID=$!
 
+SERVER_EXTRA=()
 start_server() {
 "${IN_NS[@]}" "$BIN" server --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --run-dir "$RUN" \
   --cgroup-parent "$CG" --insecure-http --dns-listen 127.0.0.1:53 --dns-zone skiff.test \
-  --stop-grace-ms 300 --rate-limit 1000000 >>"$WORK/server.log" 2>&1 &
+  --stop-grace-ms 300 --rate-limit 1000000 "${SERVER_EXTRA[@]}" >>"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 }
 wait_server() {
@@ -269,6 +272,38 @@ json.dump({"scenario": "pull", "bytes": int(sys.argv[3]), "skiff_pull_ms": a, "s
 PY
 }
 
+# What the sandbox's layers cost: the same cold-start on a daemon with each turned off.
+sandbox_scenario() {
+  local n=$1 label out=$WORK/sandbox.txt
+  : >"$out"
+  for label in default no-userns no-seccomp neither; do
+    case $label in
+      default) SERVER_EXTRA=() ;;
+      no-userns) SERVER_EXTRA=(--userns false) ;;
+      no-seccomp) SERVER_EXTRA=(--seccomp false) ;;
+      neither) SERVER_EXTRA=(--userns false --seccomp false) ;;
+    esac
+    kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+    start_server; wait_server
+    "${IN_NS[@]}" "$BIN" bench cold-start --image "$IMAGE" --peer none -g "$RG" -n "$n" --json-out "$WORK/sandbox-$label.json" >/dev/null
+    echo "$label $(jq '.rows[] | select(.name | startswith("skiff create")) | select(.name | contains("Running")) | .stats.median_ms' "$WORK/sandbox-$label.json")" >>"$out"
+  done
+  SERVER_EXTRA=()
+  kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+  start_server; wait_server
+  python3 - "$out" "$WORK/result-sandbox.json" "$n" <<'PY'
+import json, sys
+m = dict((k, float(v)) for k, v in (l.split() for l in open(sys.argv[1]) if l.strip()))
+base = m["default"]
+print(f"create→Running medians, {sys.argv[3]} starts each (the same daemon binary, restarted per line)")
+print(f"{'daemon':30} {'median ms':>10} {'vs default':>11}")
+for k, label in [("default", "default sandbox"), ("no-userns", "--userns false"), ("no-seccomp", "--seccomp false"), ("neither", "--userns false --seccomp false")]:
+    print(f"{label:30} {m[k]:10.1f} {m[k] - base:+10.1f}")
+print(f"user namespaces cost {base - m['no-userns']:+.1f} ms, seccomp {base - m['no-seccomp']:+.1f} ms, both {base - m['neither']:+.1f} ms (target <= 5 ms)")
+json.dump({"scenario": "sandbox", "count": int(sys.argv[3]), "median_ms": m}, open(sys.argv[2], "w"))
+PY
+}
+
 for s in "${SCENARIOS[@]}"; do
   echo; echo "== $s"
   case "$s" in
@@ -294,6 +329,8 @@ for s in "${SCENARIOS[@]}"; do
       "${IN_NS[@]}" "$BIN" group delete -g "$RG" --yes >/dev/null ;;
     pull)
       pull_scenario "$N_PULL" ;;
+    sandbox)
+      sandbox_scenario "$N_SANDBOX" ;;
   esac
 done
 

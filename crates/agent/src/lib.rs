@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub backoff_max_ms: u64,
     pub stop_grace: Duration,
     pub pids_max: Option<i64>,
+    /// Apply the seccomp profile (`false`: the operator turned it off).
+    pub seccomp: bool,
     /// Size of the tmpfs holding one group's writable layers.
     pub writable_layer_bytes: u64,
     /// Size of each emptyDir volume's tmpfs.
@@ -82,6 +84,7 @@ impl AgentConfig {
             backoff_max_ms: 300_000,
             stop_grace: Duration::from_secs(10),
             pids_max: Some(4096),
+            seccomp: true,
             writable_layer_bytes: 1 << 30,
             empty_dir_bytes: 1 << 30,
             gc_interval: Duration::from_secs(600),

@@ -388,6 +388,7 @@ impl Owner {
             init_containers,
             hold: true,
             seccomp_program: self.sh.seccomp_program.clone(),
+            no_seccomp: !self.sh.cfg.seccomp,
         };
         plan.save(&self.dir).map_err(|e| ProvisionError::internal(format!("writing the group plan: {e}")))?;
         let exe = cfg.exe.clone();

@@ -191,6 +191,11 @@ pub struct ServerArgs {
     /// container is an unprivileged id on the host). Turning it off runs containers as real root.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "SKIFF_USERNS")]
     pub userns: bool,
+    /// Apply the seccomp profile to every container. `false` exists to measure what the
+    /// profile costs (bench/run.sh sandbox) and to debug a workload; it removes a layer of the
+    /// sandbox (docs/ISOLATION.md).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub seccomp: bool,
     /// Most processes one group may have at once (its pids cgroup limit).
     #[arg(long, default_value_t = 4096)]
     pub group_pids_max: i64,

@@ -170,7 +170,11 @@ pub fn render_config(plan: &GroupPlan, container: &ContainerPlan, ctx: &BundleCo
             "seccomp": default_seccomp()
         }
     });
-    if let Some(program) = &ctx.seccomp_program {
+    if plan.no_seccomp {
+        if let Some(linux) = config["linux"].as_object_mut() {
+            linux.remove("seccomp");
+        }
+    } else if let Some(program) = &ctx.seccomp_program {
         // The same profile, compiled once by the daemon: crun loads it instead of compiling
         // `linux.seccomp` again on every start.
         if let Some(linux) = config["linux"].as_object_mut() {
@@ -312,6 +316,7 @@ mod tests {
             userns: None,
             hold: false,
             seccomp_program: None,
+            no_seccomp: false,
             init_containers: Vec::new(),
         }
     }
@@ -350,6 +355,15 @@ mod tests {
         assert_eq!(last["destination"], "/data");
         assert_eq!(last["source"], "/g/volumes/data");
         assert_eq!(last["options"], json!(["rbind", "rprivate", "ro", "nosuid", "nodev"]));
+    }
+
+    #[test]
+    fn no_seccomp_means_no_profile_and_no_program() {
+        let mut plan = sample_plan();
+        plan.no_seccomp = true;
+        let ctx = BundleContext { nofile_hard: 20_000, memsw: true, seccomp_program: Some("AAAAAAAAAAA=".into()) };
+        let c = render_config(&plan, &plan.containers[0], &ctx);
+        assert!(c["linux"].get("seccomp").is_none() && c.get("annotations").is_none(), "{c}");
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct GroupPlan {
     /// file that cannot be read, keeps the profile itself in `config.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seccomp_program: Option<PathBuf>,
+    /// No seccomp profile at all (the operator's `--seccomp false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_seccomp: bool,
 }
 
 /// Container ids `0..size` are host ids `host_base..host_base + size`.

@@ -78,6 +78,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     cfg.backoff_initial_ms = args.restart_backoff_ms;
     cfg.secrets = Some(Arc::clone(&secrets));
     cfg.pids_max = Some(args.group_pids_max);
+    cfg.seccomp = args.seccomp;
+    if !args.seccomp {
+        tracing::warn!("--seccomp false: containers run without a seccomp profile");
+    }
     cfg.writable_layer_bytes = args.writable_layer_mb.max(1) << 20;
     cfg.empty_dir_bytes = args.empty_dir_mb.max(1) << 20;
     if !args.userns {

@@ -100,6 +100,7 @@ impl Fixture {
             userns: None,
             hold: false,
             seccomp_program: None,
+            no_seccomp: false,
             init_containers: vec![],
         };
         Fixture {
