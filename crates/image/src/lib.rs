@@ -7,8 +7,9 @@
 //! - `layers/<16 hex>/`: unpacked layers, used directly as overlay lower dirs. A layer is
 //!   decompressed and unpacked while it downloads (its digest checked over the whole stream
 //!   before the directory takes its name) and its compressed blob is not kept, so each layer
-//!   is written to disk once. New layers are named at once, marked unsynced with the boot
-//!   they were written in, and synced in the background; a later boot removes the layers an
+//!   is written to disk once. Each new layer is named as soon as it is unpacked (under its
+//!   own lock only), marked unsynced with the boot it was written in, and the pull's layers
+//!   are synced in the background; a later boot removes the layers an
 //!   earlier one never synced (and the images that need them are pulled again);
 //! - `images/<sha256(reference)>.json`: one small record per pulled reference,
 //!   so [`ImageStore::lookup`] is a single file read.

@@ -332,23 +332,6 @@ impl AsyncWrite for HashingWriter<'_, '_> {
     }
 }
 
-/// A layer unpacked into a temp directory, waiting for the pull's one sync before it takes its
-/// name; removed if the pull fails before that. Holds the layer's lock.
-struct Unpacked<'a> {
-    tmp: PathBuf,
-    id: String,
-    committed: bool,
-    _lock: KeyGuard<'a>,
-}
-
-impl Drop for Unpacked<'_> {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_dir_all(&self.tmp);
-        }
-    }
-}
-
 fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> ImageError {
     let c = context.into();
     move |e| ImageError::io(c, e)
@@ -686,35 +669,20 @@ impl ImageStore {
             .iter()
             .map(|l| self.ensure_layer(&client, &oref, l, &prog, &registry, &canonical))
             .collect();
-        let unpacked: Vec<Option<Unpacked<'_>>> = futures::stream::iter(jobs)
+        let added: Vec<bool> = futures::stream::iter(jobs)
             .buffer_unordered(self.max_concurrent_layers)
             .try_collect()
             .await?;
-        // The new layers take their names (their locks held until then, so nobody unpacks them
-        // twice), marked unsynced; one sync for all of them follows in the background.
-        let mut unpacked: Vec<Unpacked<'_>> = unpacked.into_iter().flatten().collect();
-        if !unpacked.is_empty() {
-            let pending: Vec<(PathBuf, String)> = unpacked.iter().map(|u| (u.tmp.clone(), u.id.clone())).collect();
+        // The new layers were named as each was done (marked unsynced); one sync for all of
+        // them follows in the background.
+        if added.contains(&true) {
             let (layers_dir, boot_id) = (self.root.join("layers"), self.boot_id.clone());
             tokio::task::spawn_blocking(move || {
-                unpack::commit_layers_unsynced(&layers_dir, &pending, &boot_id)?;
-                Ok::<_, ImageError>((layers_dir, boot_id))
-            })
-            .await
-            .map_err(|e| ImageError::io("unpack task", io::Error::other(e)))
-            .and_then(|r| r)
-            .map(|(layers_dir, boot_id)| {
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = unpack::sync_layers(&layers_dir, &boot_id) {
-                        tracing::warn!(error = %e, "syncing new layers failed; they stay marked unsynced");
-                    }
-                });
-            })?;
-            for u in &mut unpacked {
-                u.committed = true;
-            }
+                if let Err(e) = unpack::sync_layers(&layers_dir, &boot_id) {
+                    tracing::warn!(error = %e, "syncing new layers failed; they stay marked unsynced");
+                }
+            });
         }
-        drop(unpacked);
 
         let record = ImageRecord {
             version: 1,
@@ -820,20 +788,20 @@ impl ImageStore {
         progress: &Progress<'_>,
         registry: &str,
         reference: &str,
-    ) -> Result<Option<Unpacked<'_>>, ImageError> {
+    ) -> Result<bool, ImageError> {
         let hex = sha256_hex(&desc.digest)?;
         let dir = self.layer_dir(hex);
         if dir.is_dir() {
             progress.add_bytes(desc.size.max(0) as u64);
             progress.layer_done();
-            return Ok(None);
+            return Ok(false);
         }
         let compression = layer_compression(&desc.media_type)?;
         let layer_lock = self.lock_key(&format!("layer:{}", desc.digest)).await;
         if dir.is_dir() {
             progress.add_bytes(desc.size.max(0) as u64);
             progress.layer_done();
-            return Ok(None);
+            return Ok(false);
         }
         let layers = self.root.join("layers");
         let id = short_id(hex).to_string();
@@ -851,8 +819,15 @@ impl ImageStore {
         let unpacked = unpacker.await.map_err(|e| ImageError::io("unpack task", io::Error::other(e)))?;
         match (downloaded, unpacked) {
             (Ok(_), Ok(tmp)) => {
+                // Named now, under this layer's lock alone: holding it until the whole pull is
+                // done deadlocked two pulls that shared layers and locked them in other orders.
+                let boot_id = self.boot_id.clone();
+                tokio::task::spawn_blocking(move || unpack::commit_layers_unsynced(&layers, &[(tmp, id)], &boot_id))
+                    .await
+                    .map_err(|e| ImageError::io("unpack task", io::Error::other(e)))??;
+                drop(layer_lock);
                 progress.layer_done();
-                Ok(Some(Unpacked { tmp, id, committed: false, _lock: layer_lock }))
+                Ok(true)
             }
             (Err(e), Ok(tmp)) => {
                 let _ = tokio::fs::remove_dir_all(&tmp).await;

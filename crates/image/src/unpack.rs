@@ -136,11 +136,19 @@ pub fn commit_layers_unsynced(layers_dir: &Path, pending: &[(PathBuf, String)], 
     }
     let marks = layers_dir.join(UNSYNCED_DIR);
     let io_err = |what: String| move |e| ImageError::io(what, e);
-    fs::create_dir_all(&marks).map_err(io_err(format!("creating {}", marks.display())))?;
-    for (_, id) in pending {
-        File::create(marks.join(format!("{id}@{boot_id}"))).map_err(io_err(format!("marking layer {id}")))?;
+    let marked = (|| {
+        fs::create_dir_all(&marks).map_err(io_err(format!("creating {}", marks.display())))?;
+        for (_, id) in pending {
+            File::create(marks.join(format!("{id}@{boot_id}"))).map_err(io_err(format!("marking layer {id}")))?;
+        }
+        File::open(&marks).and_then(|d| d.sync_all()).map_err(io_err(format!("syncing {}", marks.display())))
+    })();
+    if let Err(e) = marked {
+        for (tmp, _) in pending {
+            let _ = fs::remove_dir_all(tmp);
+        }
+        return Err(e);
     }
-    File::open(&marks).and_then(|d| d.sync_all()).map_err(io_err(format!("syncing {}", marks.display())))?;
     for (tmp, id) in pending {
         let final_dir = layers_dir.join(id);
         if let Err(e) = fs::rename(tmp, &final_dir) {

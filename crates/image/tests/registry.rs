@@ -467,3 +467,24 @@ async fn layers_a_previous_boot_never_synced_are_pulled_again() {
     assert_eq!(again.layer_dirs, img.layer_dirs);
     assert!(layers.join(&top).join("data/b.txt").exists());
 }
+
+/// Regression: pulls of images that share layers, started at once, all finish. A pull used to
+/// hold each new layer's lock until all its layers were done, so two pulls that took the shared
+/// layers' locks in different orders waited for each other forever (a CI hang).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_of_images_sharing_layers_all_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(store(tmp.path()));
+    let images = ["busybox-httpd", "busybox-multilayer", "busybox-probe", "busybox"];
+    let pulls: Vec<_> = (0..12)
+        .map(|i| {
+            let s = s.clone();
+            let reference = format!("{}/{}:latest", anon_registry(), images[i % images.len()]);
+            tokio::spawn(async move { s.pull(&reference, &RegistryAuth::Anonymous, &no_progress).await })
+        })
+        .collect();
+    let all = tokio::time::timeout(std::time::Duration::from_secs(60), futures::future::join_all(pulls)).await.expect("the pulls deadlocked");
+    for p in all {
+        assert!(!p.unwrap().unwrap().layer_dirs.is_empty());
+    }
+}
