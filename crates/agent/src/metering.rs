@@ -301,13 +301,14 @@ impl Meter {
                 let adopted = s.run.is_empty() && !s.starting && status.containers.iter().any(|c| c.current_state.state != rt::State::Waiting || c.restart_count > 0);
                 *s = Seen { starting: false, run: run.clone(), containers: HashMap::new(), ready: adopted && status.all_running() };
                 if adopted {
-                    s.containers = status.containers.iter().map(|c| (c.name.clone(), snapshot(c))).collect();
+                    s.containers = status.init_containers.iter().chain(&status.containers).map(|c| (c.name.clone(), snapshot(c))).collect();
                     return;
                 }
             }
             let now = now_ms();
             let mut by_container: BTreeMap<String, ContainerSnapshot> = BTreeMap::new();
-            for c in &status.containers {
+            // Init containers too: their runs are part of the group's history.
+            for c in status.init_containers.iter().chain(&status.containers) {
                 let next = snapshot(c);
                 for (kind, code, reason, at) in container_transitions(s.containers.get(&c.name), &next, now) {
                     let exit = (kind == "Terminated").then(|| (code, reason.unwrap_or_default()));

@@ -139,11 +139,25 @@ fn follower_sees_create_exit_restart_oom_and_delete_in_order() {
     assert_eq!(term["reason"], "Error");
     s.delete_group("ev", "crash");
     f.wait_for("Deleted", t, |v| v["containerGroup"] == "crash" && v["kind"] == "Deleted");
-    let order: Vec<usize> = ["Pending", "Created", "Started", "Terminated", "Restarted", "Deleted"]
+    let order: Vec<usize> = ["Pending", "Pulling", "Pulled", "Created", "Started", "Terminated", "Restarted", "Deleted"]
         .iter()
         .map(|k| f.index("crash", None, k).unwrap_or_else(|| panic!("no {k} event in {:?}", f.seen)))
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "events out of order {order:?}: {:#?}", f.seen);
+
+    // An init container's run is in the log before the app container's; a stop is too.
+    let mut init = simple_group(&image("busybox:latest"), &["sleep", "3600"]);
+    init["properties"]["initContainers"] = json!([{"name": "prep", "properties": {"image": image("busybox:latest"), "command": ["true"]}}]);
+    assert_eq!(s.put_group("ev", "init", &init).status, 201);
+    f.wait_for("the app's Started", t, |v| v["containerGroup"] == "init" && v["container"] == "main" && v["kind"] == "Started");
+    let prep_done = f.index("init", Some("prep"), "Terminated").unwrap_or_else(|| panic!("no Terminated of the init container in {:?}", f.seen));
+    assert!(f.index("init", Some("prep"), "Started").unwrap() < prep_done);
+    assert!(prep_done < f.index("init", Some("main"), "Started").unwrap(), "{:#?}", f.seen);
+    assert_eq!(f.seen[prep_done]["exitCode"], 0);
+    f.wait_for("Ready", t, |v| v["containerGroup"] == "init" && v["kind"] == "Ready");
+    s.request("POST", &format!("{}/stop?{API}", TestServer::group_path("ev", "init")), None);
+    f.wait_for("Stopped", t, |v| v["containerGroup"] == "init" && v["kind"] == "Stopped");
+    s.delete_group("ev", "init");
 
     // A container that allocates past its memory is OOM-killed, and the log says so.
     let mut hog = simple_group(&image("busybox:latest"), &["dd", "if=/dev/zero", "of=/dev/null", "bs=700M", "count=1"]);
