@@ -3,8 +3,6 @@
 //! The secret is shown once on stderr when it is created; the store keeps only its hash. Local
 //! root clients (the `skiff` CLI, `skiff bench`) read the file when they are given no token.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -20,8 +18,7 @@ pub async fn ensure(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()> {
         Ok(_) => anyhow::bail!("{} is empty: remove it to have a new admin token made", path.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret = skiff_api::auth::new_secret();
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).with_context(|| format!("creating {}", path.display()))?;
-            f.write_all(format!("{secret}\n").as_bytes()).and_then(|_| f.sync_all()).with_context(|| format!("writing {}", path.display()))?;
+            crate::private_file::write_atomically(&path, &format!("{secret}\n"), 0o600)?;
             eprintln!("skiff: created the admin token (shown once; kept in {} with mode 0600):\n\n    {secret}\n", path.display());
             secret
         }

@@ -2,6 +2,7 @@
 //! `skiff supervisor`) and every client command (`skiff container ...`).
 
 mod admin_token;
+mod private_file;
 mod server;
 mod streams;
 mod tls;

@@ -6,9 +6,7 @@
 //! `--listen` address or `--tls-san`), so clients keep trusting the server. Operators can bring
 //! their own certificate instead (`--tls-cert`/`--tls-key`).
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -38,14 +36,6 @@ pub fn server_names(listen_ip: IpAddr, hostname: Option<&str>, extra: &[String])
     names
 }
 
-fn write_private(path: &Path, data: &str, mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(data.as_bytes()).and_then(|_| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-}
-
 fn ca_params(common_name: &str) -> anyhow::Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -72,9 +62,9 @@ pub fn ensure_local(dir: &Path, names: &[String]) -> anyhow::Result<TlsFiles> {
         let key = KeyPair::generate().context("generating the CA key")?;
         let params = ca_params(&cn)?;
         let ca = params.self_signed(&key).context("signing the CA certificate")?;
-        write_private(&ca_key, &key.serialize_pem(), 0o600)?;
-        write_private(&ca_pem, &ca.pem(), 0o644)?;
-        write_private(&ca_cn, &cn, 0o644)?;
+        crate::private_file::write_atomically(&ca_key, &key.serialize_pem(), 0o600)?;
+        crate::private_file::write_atomically(&ca_pem, &ca.pem(), 0o644)?;
+        crate::private_file::write_atomically(&ca_cn, &cn, 0o644)?;
         (params, key, true)
     };
     let want = names.join("\n");
@@ -90,10 +80,10 @@ pub fn ensure_local(dir: &Path, names: &[String]) -> anyhow::Result<TlsFiles> {
         p.not_after = rcgen::date_time_ymd(2044, 1, 1);
         let server_key = KeyPair::generate().context("generating the server key")?;
         let server = p.signed_by(&server_key, &issuer).context("signing the server certificate")?;
-        write_private(&key, &server_key.serialize_pem(), 0o600)?;
+        crate::private_file::write_atomically(&key, &server_key.serialize_pem(), 0o600)?;
         // The chain: server certificate, then the CA (clients that pin the CA need only ca.pem).
-        write_private(&cert, &format!("{}{}", server.pem(), std::fs::read_to_string(&ca_pem).context("reading ca.pem")?), 0o644)?;
-        write_private(&names_file, &want, 0o644)?;
+        crate::private_file::write_atomically(&cert, &format!("{}{}", server.pem(), std::fs::read_to_string(&ca_pem).context("reading ca.pem")?), 0o644)?;
+        crate::private_file::write_atomically(&names_file, &want, 0o644)?;
         tracing::info!(names = %names.join(","), "issued a server certificate from the local CA");
     }
     Ok(TlsFiles { cert, key, ca: Some(ca_pem) })
