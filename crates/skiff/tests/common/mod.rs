@@ -375,6 +375,15 @@ impl TestServer {
             let mut child = child;
             let _ = child.wait();
         }
+        // Whatever the API could not delete (a failed test may leave the server unusable):
+        // the supervisors this server started, and their containers.
+        kill_supervisors_beneath(&self.data_dir);
+        let crun_root = self.run_dir.join("crun");
+        if let Ok(out) = Command::new("crun").arg("--root").arg(&crun_root).args(["list", "-q"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("crun").arg("--root").arg(&crun_root).args(["delete", "-f", id]).status();
+            }
+        }
         unmount_beneath(&self.data_dir);
         unmount_beneath(&self.run_dir);
         let _ = std::fs::remove_dir_all(&self.data_dir);
@@ -393,6 +402,18 @@ impl Drop for TestServer {
 
 pub fn cgroup_controllers() -> Vec<String> {
     std::fs::read_dir("/sys/fs/cgroup").map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect()).unwrap_or_default()
+}
+
+/// SIGKILL every supervisor whose group directory is beneath `dir` (found by command line).
+fn kill_supervisors_beneath(dir: &Path) {
+    let needle = format!("supervisor\0--group-dir\0{}/", dir.display());
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&needle) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 /// Mount points at or beneath `dir`, deepest first.
