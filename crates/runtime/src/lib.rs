@@ -1,7 +1,7 @@
 //! skiff-runtime: turns a planned container group into running containers.
 //!
 //! - [`bundle`] renders OCI bundles (pure);
-//! - [`oci_runtime`] is the only place that runs crun;
+//! - [`oci_runtime`] is the only place that runs crun, from the sealed copy of [`sealed`];
 //! - [`cgroup`] is the only place that writes cgroupfs;
 //! - [`sys`] holds the raw system calls; [`netns`] the group's network namespace;
 //! - [`supervisor`] is the per-group process (`skiff supervisor --group-dir DIR`),
@@ -29,6 +29,7 @@ pub mod protocol;
 pub mod pty;
 pub mod restart;
 pub mod seccomp;
+pub mod sealed;
 pub mod spawn;
 pub mod status;
 pub mod supervisor;

@@ -47,7 +47,7 @@ impl OciRuntime {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::new(&self.binary);
+        let mut c = Command::new(crate::sealed::path_for(&self.binary).unwrap_or_else(|| self.binary.clone()));
         c.arg("--root").arg(&self.root);
         c.stdin(Stdio::null());
         c

@@ -40,6 +40,9 @@ pub fn spawn_supervisor(exe: &Path, dir: &Path) -> Result<u32, SpawnError> {
         .stdin(Stdio::null())
         .stdout(Stdio::from(w))
         .stderr(Stdio::null());
+    if let Some(copy) = crate::sealed::handoff() {
+        cmd.env(crate::sealed::HANDOFF_ENV, copy);
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| SpawnError::Exec(exe.to_owned(), e))?;

@@ -139,6 +139,9 @@ fn prepare(dir: &Path) -> Result<Prepared, SupervisorError> {
     crate::sys::set_child_subreaper().map_err(SupervisorError::Setup)?;
     redirect_stdio(&dir.join(SUPERVISOR_LOG)).map_err(SupervisorError::Setup)?;
     let plan = GroupPlan::load(dir).map_err(|e| SupervisorError::Plan(dir.to_owned(), e))?;
+    if let Err(e) = crate::sealed::install_from_handoff(&plan.runtime.binary) {
+        eprintln!("supervisor: not using the daemon's sealed copy of the OCI runtime: {e}");
+    }
     crate::netns::ensure_netns(&plan.netns_path)
         .map_err(|e| SupervisorError::Netns(plan.netns_path.clone(), e))?;
     let hs = cgroup::hierarchies().map_err(SupervisorError::Cgroup)?;

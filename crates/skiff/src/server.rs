@@ -70,6 +70,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the skiff executable")?;
     let mut cfg = AgentConfig::with_defaults(data_dir.clone(), exe);
     cfg.runtime.binary = which(&args.runtime).with_context(|| format!("finding the OCI runtime '{}'", args.runtime))?;
+    if let Err(e) = skiff_runtime::sealed::install(&cfg.runtime.binary) {
+        tracing::warn!(runtime = %cfg.runtime.binary.display(), error = %e, "no sealed copy of the OCI runtime: it copies itself on every call");
+    }
     cfg.insecure_registries = args.insecure_registry.clone();
     cfg.stop_grace = Duration::from_millis(args.stop_grace_ms);
     cfg.cgroup_parent = args.cgroup_parent.clone();

@@ -175,6 +175,15 @@ fn daemon_kill_9_loses_nothing_and_readopts_running_groups() {
     let uid = s.group_uid("crash", "survivor");
     let status: Value = serde_json::from_str(&std::fs::read_to_string(s.data_dir.join("groups").join(&uid).join("status.json")).unwrap()).unwrap();
     let pid = status["containers"][0]["pid"].as_u64().expect("container pid") as u32;
+    // The supervisor runs crun from the daemon's sealed copy, which it keeps open: its stop
+    // below, after the daemon that made the copy was killed, still goes through it.
+    let supervisor = status["supervisorPid"].as_u64().expect("supervisor pid");
+    let holds_copy = std::fs::read_dir(format!("/proc/{supervisor}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|l| l.to_string_lossy().starts_with("/memfd:skiff-oci-runtime"));
+    assert!(holds_copy, "the supervisor has no sealed copy of the OCI runtime");
 
     s.kill9();
     std::thread::sleep(Duration::from_millis(500));
