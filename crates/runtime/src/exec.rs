@@ -65,13 +65,14 @@ pub fn spawn(
     scratch: &Path,
     argv: &[String],
     tty: Option<(u16, u16)>,
+    pid_file: Option<&Path>,
 ) -> Result<Started, ExecError> {
     match tty {
         Some((rows, cols)) => {
             let path = scratch.join(format!("exec-{}.sock", uuid_like()));
             let _ = std::fs::remove_file(&path);
             let console = std::os::unix::net::UnixListener::bind(&path)?;
-            let pid = match rt.spawn_exec(id, argv, Some(&path), Stdio::null(), Stdio::null(), Stdio::null()) {
+            let pid = match rt.spawn_exec(id, argv, Some(&path), pid_file, Stdio::null(), Stdio::null(), Stdio::null()) {
                 Ok(pid) => pid,
                 Err(e) => {
                     let _ = std::fs::remove_file(&path);
@@ -85,7 +86,7 @@ pub fn spawn(
             let (in_r, in_w) = nix::unistd::pipe2(cloexec).map_err(std::io::Error::from)?;
             let (out_r, out_w) = nix::unistd::pipe2(cloexec).map_err(std::io::Error::from)?;
             let (err_r, err_w) = nix::unistd::pipe2(cloexec).map_err(std::io::Error::from)?;
-            let pid = rt.spawn_exec(id, argv, None, Stdio::from(in_r), Stdio::from(out_w), Stdio::from(err_w))?;
+            let pid = rt.spawn_exec(id, argv, None, pid_file, Stdio::from(in_r), Stdio::from(out_w), Stdio::from(err_w))?;
             Ok(Started { pid, io: ExecIo::Pipes { stdin: in_w, stdout: out_r, stderr: err_r } })
         }
     }

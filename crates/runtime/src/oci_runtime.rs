@@ -132,12 +132,17 @@ impl OciRuntime {
         id: &str,
         argv: &[String],
         console_socket: Option<&Path>,
+        pid_file: Option<&Path>,
         stdin: Stdio,
         stdout: Stdio,
         stderr: Stdio,
     ) -> Result<u32, OciError> {
         let mut c = self.cmd();
         c.arg("exec");
+        if let Some(p) = pid_file {
+            let _ = std::fs::remove_file(p);
+            c.arg("--pid-file").arg(p);
+        }
         if let Some(sock) = console_socket {
             c.arg("--tty").arg("--console-socket").arg(sock);
         }

@@ -226,6 +226,8 @@ enum Msg {
         container: String,
         command: Vec<String>,
         tty: Option<(u16, u16)>,
+        /// Where crun writes the pid of the exec'd process (probes: to kill it on timeout).
+        pid_file: Option<PathBuf>,
         reply: oneshot::Sender<Result<(crate::exec::Started, oneshot::Receiver<i32>), String>>,
     },
 }
@@ -449,8 +451,8 @@ impl Supervisor {
                             self.publish();
                         }
                     }
-                    Msg::Exec { container, command, tty, reply } => {
-                        let _ = reply.send(self.exec(&container, &command, tty));
+                    Msg::Exec { container, command, tty, pid_file, reply } => {
+                        let _ = reply.send(self.exec(&container, &command, tty, pid_file.as_deref()));
                     }
                     Msg::Release => {
                         if self.status.held && !self.stopping {
@@ -470,6 +472,7 @@ impl Supervisor {
         container: &str,
         command: &[String],
         tty: Option<(u16, u16)>,
+        pid_file: Option<&Path>,
     ) -> Result<(crate::exec::Started, oneshot::Receiver<i32>), String> {
         let c = self
             .ctrs
@@ -482,7 +485,7 @@ impl Supervisor {
         if command.is_empty() {
             return Err("the command is empty".into());
         }
-        let started = crate::exec::spawn(&self.rt, &c.id, &self.dir, command, tty)
+        let started = crate::exec::spawn(&self.rt, &c.id, &self.dir, command, tty, pid_file)
             .map_err(|e| error_chain(&e))?;
         let (tx, rx) = oneshot::channel();
         self.exec_waiters.insert(started.pid, tx);
@@ -581,6 +584,7 @@ impl Supervisor {
                 kind,
                 container: c.plan.name.clone(),
                 netns: self.plan.netns_path.clone(),
+                pid_file: self.dir.join(format!("probe-{}-{}.pid", c.plan.name, kind.as_str())),
             };
             c.probes.push(tokio::spawn(probe_loop(ctx, plan)).abort_handle());
         }
@@ -825,6 +829,8 @@ struct ProbeCtx {
     kind: crate::probe::ProbeKind,
     container: String,
     netns: PathBuf,
+    /// The pid file of this loop's exec probe in flight (one at a time).
+    pid_file: PathBuf,
 }
 
 /// Run one probe every period (after the initial delay) until aborted.
@@ -834,7 +840,7 @@ async fn probe_loop(ctx: ProbeCtx, plan: crate::probe::ProbePlan) {
     loop {
         let result = match &plan.action {
             crate::probe::ProbeAction::Exec { command } => {
-                exec_probe(&ctx.tx, &ctx.container, command.clone(), timeout).await
+                exec_probe(&ctx.tx, &ctx.container, command.clone(), timeout, &ctx.pid_file).await
             }
             crate::probe::ProbeAction::HttpGet { path, port, scheme, headers } => {
                 crate::probe::http_check_async(
@@ -867,9 +873,10 @@ async fn exec_probe(
     container: &str,
     command: Vec<String>,
     timeout: Duration,
+    pid_file: &Path,
 ) -> Result<(), String> {
     let (reply, rx) = oneshot::channel();
-    let msg = Msg::Exec { container: container.to_owned(), command, tty: None, reply };
+    let msg = Msg::Exec { container: container.to_owned(), command, tty: None, pid_file: Some(pid_file.to_owned()), reply };
     tx.send(msg).map_err(|_| "the supervisor is stopping".to_string())?;
     let (started, exit) = rx.await.map_err(|_| "the supervisor is stopping".to_string())??;
     if let crate::exec::ExecIo::Pipes { stdin, stdout, stderr } = started.io {
@@ -884,11 +891,26 @@ async fn exec_probe(
             }
         }
     }
-    match tokio::time::timeout(timeout, exit).await {
+    let verdict = match tokio::time::timeout(timeout, exit).await {
         Ok(Ok(0)) => Ok(()),
         Ok(Ok(code)) => Err(format!("command exited with code {code}")),
         Ok(Err(_)) => Err("the probe process was lost".to_string()),
-        Err(_) => Err(format!("command timed out after {} s", timeout.as_secs_f64())),
+        Err(_) => {
+            // A probe that hangs is killed, or every period would leave one more behind in
+            // the container (crun then exits with it and is reaped as usual).
+            kill_from_pid_file(pid_file);
+            Err(format!("command timed out after {} s", timeout.as_secs_f64()))
+        }
+    };
+    let _ = std::fs::remove_file(pid_file);
+    verdict
+}
+
+/// SIGKILL the process whose pid crun wrote to `pid_file` (if it wrote one).
+fn kill_from_pid_file(pid_file: &Path) {
+    let pid = std::fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    if let Some(pid) = pid.filter(|p| *p > 1) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -1113,7 +1135,7 @@ async fn serve(
             Request::Exec { container, command, tty, rows, cols } => {
                 let (reply_tx, reply_rx) = oneshot::channel();
                 let tty = tty.then_some((rows.max(1), cols.max(1)));
-                let msg = Msg::Exec { container, command, tty, reply: reply_tx };
+                let msg = Msg::Exec { container, command, tty, pid_file: None, reply: reply_tx };
                 if tx.send(msg).is_err() {
                     return;
                 }

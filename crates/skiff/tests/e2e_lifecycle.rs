@@ -220,3 +220,25 @@ fn secure_values_reach_the_container_but_no_api_log_export_or_store_file() {
     s.wait_group("sec", "g", "the update", T, |g| g["properties"]["provisioningState"] == "Succeeded" && g.to_string().contains("visible-2"));
     s.wait_logs("sec", "g", "main", &format!("{}\n{}", md5_hex(env_secret), md5_hex(env_secret)).replace("\n", "  -\n"));
 }
+
+/// An exec probe that outlives its `timeoutSeconds` fails and is killed: a hung check must
+/// not leave one more process in the container every period.
+#[test]
+fn a_hung_exec_probe_times_out_and_is_killed() {
+    let s = TestServer::start();
+    s.ensure_rg("probe");
+    let mut body = simple_group(&image("busybox:latest"), &["sh", "-c", "sleep 3600"]);
+    body["properties"]["containers"][0]["properties"]["readinessProbe"] =
+        json!({"exec": {"command": ["sleep", "7391"]}, "periodSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 1});
+    assert_eq!(s.put_group("probe", "hung", &body).status, 201);
+    let g = s.wait_group("probe", "hung", "three timed-out probes", T, |g| {
+        main_view(g)["events"].as_array().into_iter().flatten().any(|e| e["message"].as_str().is_some_and(|m| m.contains("timed out")) && e["count"].as_i64().unwrap_or(0) >= 3)
+    });
+    assert_eq!(main_view(&g)["currentState"]["detailStatus"], "NotReady", "{g}");
+    let sleepers = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x007391\x00"))
+        .count();
+    assert!(sleepers <= 1, "{sleepers} timed-out probe processes are still running (only the one in flight may be)");
+}
