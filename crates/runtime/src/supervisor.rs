@@ -585,6 +585,7 @@ impl Supervisor {
                 container: c.plan.name.clone(),
                 netns: self.plan.netns_path.clone(),
                 pid_file: self.dir.join(format!("probe-{}-{}.pid", c.plan.name, kind.as_str())),
+                cgroup: format!("/{}", self.plan.container_cgroup(&c.plan.name).trim_start_matches('/')),
             };
             c.probes.push(tokio::spawn(probe_loop(ctx, plan)).abort_handle());
         }
@@ -831,6 +832,8 @@ struct ProbeCtx {
     netns: PathBuf,
     /// The pid file of this loop's exec probe in flight (one at a time).
     pid_file: PathBuf,
+    /// The container's cgroup path: a timed-out probe is killed only while it is in it.
+    cgroup: String,
 }
 
 /// Run one probe every period (after the initial delay) until aborted.
@@ -840,7 +843,7 @@ async fn probe_loop(ctx: ProbeCtx, plan: crate::probe::ProbePlan) {
     loop {
         let result = match &plan.action {
             crate::probe::ProbeAction::Exec { command } => {
-                exec_probe(&ctx.tx, &ctx.container, command.clone(), timeout, &ctx.pid_file).await
+                exec_probe(&ctx, command.clone(), timeout).await
             }
             crate::probe::ProbeAction::HttpGet { path, port, scheme, headers } => {
                 crate::probe::http_check_async(
@@ -868,16 +871,10 @@ async fn probe_loop(ctx: ProbeCtx, plan: crate::probe::ProbePlan) {
 }
 
 /// An exec probe: the command through `crun exec` (as a user exec), output discarded.
-async fn exec_probe(
-    tx: &mpsc::UnboundedSender<Msg>,
-    container: &str,
-    command: Vec<String>,
-    timeout: Duration,
-    pid_file: &Path,
-) -> Result<(), String> {
+async fn exec_probe(ctx: &ProbeCtx, command: Vec<String>, timeout: Duration) -> Result<(), String> {
     let (reply, rx) = oneshot::channel();
-    let msg = Msg::Exec { container: container.to_owned(), command, tty: None, pid_file: Some(pid_file.to_owned()), reply };
-    tx.send(msg).map_err(|_| "the supervisor is stopping".to_string())?;
+    let msg = Msg::Exec { container: ctx.container.clone(), command, tty: None, pid_file: Some(ctx.pid_file.clone()), reply };
+    ctx.tx.send(msg).map_err(|_| "the supervisor is stopping".to_string())?;
     let (started, exit) = rx.await.map_err(|_| "the supervisor is stopping".to_string())??;
     if let crate::exec::ExecIo::Pipes { stdin, stdout, stderr } = started.io {
         drop(stdin);
@@ -898,20 +895,15 @@ async fn exec_probe(
         Err(_) => {
             // A probe that hangs is killed, or every period would leave one more behind in
             // the container (crun then exits with it and is reaped as usual).
-            kill_from_pid_file(pid_file);
+            let pid = std::fs::read_to_string(&ctx.pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
+            if let Some(pid) = pid.filter(|p| *p > 1) {
+                let _ = crate::sys::kill_in_cgroup(pid, &ctx.cgroup);
+            }
             Err(format!("command timed out after {} s", timeout.as_secs_f64()))
         }
     };
-    let _ = std::fs::remove_file(pid_file);
+    let _ = std::fs::remove_file(&ctx.pid_file);
     verdict
-}
-
-/// SIGKILL the process whose pid crun wrote to `pid_file` (if it wrote one).
-fn kill_from_pid_file(pid_file: &Path) {
-    let pid = std::fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok());
-    if let Some(pid) = pid.filter(|p| *p > 1) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    }
 }
 
 /// Start one container (`crun run -d`) with its output copied into its log; records the

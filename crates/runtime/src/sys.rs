@@ -121,3 +121,42 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+
+/// SIGKILL process `pid` only if it is (still) in a cgroup whose path contains `cgroup`.
+/// Through a pidfd: once it is open, a recycled pid can no longer redirect the signal to
+/// another process. Returns whether the signal was sent.
+pub fn kill_in_cgroup(pid: i32, cgroup: &str) -> io::Result<bool> {
+    // SAFETY: pidfd_open takes a pid and flags; it returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just returned to us and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    if !cgroups.lines().any(|l| l.contains(cgroup)) {
+        return Ok(false);
+    }
+    // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kill_in_cgroup_spares_a_process_outside_the_cgroup() {
+        let mut child = std::process::Command::new("sleep").arg("100").spawn().expect("sleep");
+        let pid = child.id() as i32;
+        assert!(!super::kill_in_cgroup(pid, "/no-such-skiff-cgroup/").expect("pidfd"));
+        assert!(child.try_wait().expect("wait").is_none(), "a process outside the cgroup was killed");
+        let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+        let path = own.lines().filter_map(|l| l.splitn(3, ':').nth(2)).find(|p| p.len() > 1).unwrap_or("/").to_string();
+        assert!(super::kill_in_cgroup(pid, &path).expect("pidfd"));
+        let status = child.wait().expect("wait");
+        assert!(!status.success());
+    }
+}
