@@ -34,12 +34,14 @@ def registry():
 
 
 @pytest.fixture(scope="session")
-def server():
+def server(request):
     s = Server().start()
     try:
         yield s
     finally:
-        print(s.log()[-2000:])
+        if request.session.testsfailed:
+            # Past pytest's capture: a failed run shows what the server saw.
+            print(f"\n--- skiff server log (tail), {request.session.testsfailed} test(s) failed:\n{s.log(20000)}", file=sys.__stderr__)
         # Delete what the tests left, then stop and remove everything.
         try:
             c = make_client(s, s.token)
