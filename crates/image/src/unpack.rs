@@ -40,27 +40,9 @@ pub fn decompress<'a, R: Read + 'a>(r: R, c: Compression) -> io::Result<Box<dyn 
     })
 }
 
-/// Unpack `blob` (a compressed layer) into `layers_dir/<id>` atomically.
-/// Returns the final directory. A complete directory already there is kept.
-pub fn unpack_blob(
-    blob: &Path,
-    compression: Compression,
-    layers_dir: &Path,
-    id: &str,
-    label: &str,
-) -> Result<PathBuf, ImageError> {
-    let final_dir = layers_dir.join(id);
-    if final_dir.is_dir() {
-        return Ok(final_dir);
-    }
-    let f = File::open(blob).map_err(|e| ImageError::io(format!("opening blob {}", blob.display()), e))?;
-    let tmp = unpack_to_temp(f, compression, layers_dir, id, label)?;
-    commit_layer(&tmp, layers_dir, id)
-}
-
 /// Unpack a compressed layer stream into a fresh temp directory beside `layers_dir/<id>` and
-/// return it. Nothing is in place yet: the caller [`commit_layer`]s it once it knows the
-/// stream was the right one (its digest checked), or removes it.
+/// return it. Nothing is in place yet: the caller names it ([`commit_layers_unsynced`]) once
+/// it knows the stream was the right one (its digest checked), or removes it.
 pub fn unpack_to_temp(reader: impl Read, compression: Compression, layers_dir: &Path, id: &str, label: &str) -> Result<PathBuf, ImageError> {
     let tmp = layers_dir.join(format!(".tmp-{id}-{}", std::process::id()));
     if tmp.exists() {
@@ -86,38 +68,6 @@ pub fn unpack_to_temp(reader: impl Read, compression: Compression, layers_dir: &
             Err(e)
         }
     }
-}
-
-/// Put an unpacked layer (from [`unpack_to_temp`]) in place as `layers_dir/<id>`, durably:
-/// its files reach the disk before the directory gets its final name.
-pub fn commit_layer(tmp: &Path, layers_dir: &Path, id: &str) -> Result<PathBuf, ImageError> {
-    commit_layers(layers_dir, &[(tmp.to_path_buf(), id.to_string())])?;
-    Ok(layers_dir.join(id))
-}
-
-/// [`commit_layer`] for several layers with one sync of the filesystem: one `syncfs` per
-/// layer syncs every other layer being written at the same time too, and they queue.
-pub fn commit_layers(layers_dir: &Path, pending: &[(PathBuf, String)]) -> Result<(), ImageError> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    if let Err(e) = sys::syncfs(layers_dir) {
-        for (tmp, _) in pending {
-            let _ = fs::remove_dir_all(tmp);
-        }
-        return Err(ImageError::io(format!("syncing {}", layers_dir.display()), e));
-    }
-    for (tmp, id) in pending {
-        let final_dir = layers_dir.join(id);
-        if let Err(e) = fs::rename(tmp, &final_dir) {
-            let _ = fs::remove_dir_all(tmp);
-            // Another process may have won the race.
-            if !final_dir.is_dir() {
-                return Err(ImageError::io(format!("renaming {} into place", tmp.display()), e));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Where layers named before their files reached the disk are marked: an empty file
@@ -836,7 +786,7 @@ mod tests {
     }
 
     #[test]
-    fn unpack_blob_is_atomic_and_decompresses() {
+    fn unpacked_layers_decompress_and_a_bad_one_leaves_nothing() {
         use std::io::Write;
         let tmp = tempfile::tempdir().unwrap();
         let layers = tmp.path().join("layers");
@@ -856,18 +806,18 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let blob = tmp.path().join(format!("blob{i}"));
-            fs::write(&blob, data).unwrap();
-            let dir = unpack_blob(&blob, c, &layers, &format!("id{i}"), "l").unwrap();
-            assert_eq!(fs::read(dir.join("hello")).unwrap(), b"world");
+            let id = format!("id{i}");
+            let unpacked = unpack_to_temp(&data[..], c, &layers, &id, "l").unwrap();
+            commit_layers_unsynced(&layers, &[(unpacked, id.clone())], "boot").unwrap();
+            assert_eq!(fs::read(layers.join(&id).join("hello")).unwrap(), b"world");
         }
         // A bad layer leaves no directory behind, neither final nor temp.
-        let bad = tmp.path().join("bad");
-        fs::write(&bad, T::new().file("../x", b"").bytes()).unwrap();
-        assert!(unpack_blob(&bad, Compression::None, &layers, "bad", "l").is_err());
+        let bad = T::new().file("../x", b"").bytes();
+        assert!(unpack_to_temp(&bad[..], Compression::None, &layers, "bad", "l").is_err());
         let names: Vec<_> = fs::read_dir(&layers)
             .unwrap()
             .map(|e| e.unwrap().file_name())
+            .filter(|n| n != UNSYNCED_DIR)
             .collect();
         assert_eq!(names.len(), 3, "{names:?}");
     }
