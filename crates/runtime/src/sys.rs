@@ -121,8 +121,7 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-
-/// SIGKILL process `pid` only if it is (still) in a cgroup whose path contains `cgroup`.
+/// SIGKILL process `pid` only if it is (still) in cgroup `cgroup` (in some hierarchy).
 /// Through a pidfd: once it is open, a recycled pid can no longer redirect the signal to
 /// another process. Returns whether the signal was sent.
 pub fn kill_in_cgroup(pid: i32, cgroup: &str) -> io::Result<bool> {
@@ -134,7 +133,8 @@ pub fn kill_in_cgroup(pid: i32, cgroup: &str) -> io::Result<bool> {
     // SAFETY: the descriptor was just returned to us and is owned by nothing else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
-    if !cgroups.lines().any(|l| l.contains(cgroup)) {
+    // `hierarchy-id:controllers:path`: the path compared whole, so `/g/main` is not `/g/main2`.
+    if !cgroups.lines().any(|l| l.splitn(3, ':').nth(2) == Some(cgroup)) {
         return Ok(false);
     }
     // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
